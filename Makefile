@@ -1,0 +1,92 @@
+# xray-mlops: every step of the pipelines is a target here; Tekton steps run the same targets.
+# Configuration: params.yaml, overridden by environment variables (DATASET_URI, REGISTRY_URI,
+# TRAIN_EPOCHS, ... see README), overridden by the options of each script.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= .run
+VERSION ?=
+CANDIDATE_FILE := $(RUN_DIR)/candidate-version
+
+export PYTHONDONTWRITEBYTECODE := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help
+help: ## list the targets with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed ## create .venv and install the pinned requirements (idempotent)
+
+.PHONY: setup-dev
+setup-dev: $(VENV)/.installed-dev ## setup, plus the test-only requirements
+
+.PHONY: data
+data: setup ## write the sample (synthetic) dataset to DATASET_URI
+	$(PY) -m scripts.sample_data
+
+.PHONY: validate-data
+validate-data: setup ## check every image decodes, class counts, duplicates across splits; JSON report
+	$(PY) -m scripts.validate_data --report $(RUN_DIR)/data-validation.json
+
+.PHONY: train
+train: setup ## train from scratch, evaluate, export ONNX, apply the gate, register in testing
+	$(PY) -m model.train --version-file $(CANDIDATE_FILE)
+
+.PHONY: unittest
+unittest: setup ## serve VERSION (default: newest testing) with the real API and run unittests/ against it
+	$(PY) -m scripts.acceptance $(if $(VERSION),--version $(VERSION))
+
+.PHONY: notify
+notify: setup ## email the product owner the report of VERSION (default: newest testing)
+	$(PY) -m scripts.notify $(if $(VERSION),--version $(VERSION))
+
+.PHONY: pipeline
+pipeline: setup ## training pipeline: data (if missing) -> validate -> train -> unittest -> notify
+	$(PY) -m scripts.sample_data --if-missing
+	@$(MAKE) --no-print-directory validate-data
+	@$(MAKE) --no-print-directory train
+	@status=0; \
+	$(MAKE) --no-print-directory unittest VERSION=$$(cat $(CANDIDATE_FILE)) || status=$$?; \
+	$(MAKE) --no-print-directory notify VERSION=$$(cat $(CANDIDATE_FILE)) || status=$$?; \
+	exit $$status
+
+.PHONY: promote
+promote: setup ## copy VERSION (default: newest tested) to production, then start or reload the local API
+	$(PY) -m registry promote $(VERSION)
+	$(PY) -m scripts.deploy start --run-dir $(RUN_DIR)
+
+.PHONY: rollback
+rollback: setup ## point production back at the previous production version, then reload the API
+	$(PY) -m registry rollback
+	$(PY) -m scripts.deploy start --run-dir $(RUN_DIR)
+
+.PHONY: serve
+serve: setup ## run the API on the production model in the foreground
+	$(PY) -m api.serve
+
+.PHONY: stop
+stop: setup ## stop the local background API
+	$(PY) -m scripts.deploy stop --run-dir $(RUN_DIR)
+
+.PHONY: test
+test: setup-dev ## run the software tests (tests/)
+	$(PY) -m pytest tests
+
+.PHONY: clean
+clean: ## remove the sample data, local registry, outbox and run files (keeps .venv)
+	rm -rf data .registry outbox $(RUN_DIR)

@@ -1,0 +1,167 @@
+"""Serve the prediction API with waitress: ``python -m api.serve``.
+
+Also the library side of serving: :func:`make_server` and :func:`start_in_thread`, which the
+acceptance tests and the software tests use to run the real app under real waitress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import click
+import waitress
+from flask import Flask
+from waitress import wasyncore
+
+from api.app import create_app
+from model.config import ConfigError, describe, load_params
+from registry.storage import StorageError
+from registry.store import STAGES, RegistryError
+
+LOG = logging.getLogger("api.serve")
+
+# Waitress buffers a whole body before the app sees it. Flask answers bodies over
+# MAX_CONTENT_LENGTH with a JSON 413; this cap stops waitress itself from buffering far larger
+# ones (it answers those with its own plain-text 413).
+SERVER_BODY_CAP_FACTOR = 4
+LOOP_TIMEOUT_S = 1.0
+
+
+def make_server(app: Flask, host: str, port: int, threads: int, socket_map: dict | None = None):
+    """A bound waitress server for ``app`` (port 0 picks a free port); raises OSError if busy."""
+    max_bytes = app.config.get("MAX_CONTENT_LENGTH") or 0
+    options = {"max_request_body_size": max_bytes * SERVER_BODY_CAP_FACTOR} if max_bytes else {}
+    return waitress.create_server(
+        app, map=socket_map, host=host, port=port, threads=threads, ident="xray-api", **options
+    )
+
+
+def bound_address(server) -> tuple[str, int]:
+    """The host and port a waitress server listens on (the first one, if it listens on several)."""
+    listening = getattr(server, "effective_listen", None)
+    if listening:
+        host, port = listening[0][:2]
+        return host, port
+    return server.effective_host, server.effective_port
+
+
+class BackgroundServer:
+    """A waitress server running on a daemon thread; ``stop()`` ends it from any thread."""
+
+    def __init__(self, server, socket_map: dict):
+        self.server = server
+        self.host, self.port = bound_address(server)
+        self._socket_map = socket_map
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="waitress", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _serve(self) -> None:
+        # waitress's own run() can only be stopped by a signal in the main thread; looping here
+        # lets another thread stop the server, and closes the sockets on the thread that polls them.
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=LOOP_TIMEOUT_S, map=self._socket_map, count=1)
+        self.server.task_dispatcher.shutdown()  # lets requests in flight finish (up to 5 s)
+        wasyncore.close_all(self._socket_map)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish, close the sockets."""
+        self._stopping.set()
+        self.server.pull_trigger()  # wakes the loop now instead of after LOOP_TIMEOUT_S
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+
+def start_in_thread(app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = 4) -> BackgroundServer:
+    """Serve ``app`` with waitress on a background thread; raises OSError if the port is busy."""
+    socket_map: dict = {}
+    return BackgroundServer(make_server(app, host, port, threads, socket_map), socket_map)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the port atomically, so a reader never sees a partial number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", help="Interface to listen on. [default: api.host, env API_HOST]")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="Port; 0 picks a free one (see --port-file). [default: api.port, env API_PORT]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Waitress worker threads. [default: api.threads, env API_THREADS]")
+@click.option("--registry", "registry_uri",
+              help="Registry root, a local path. [default: registry_uri, env REGISTRY_URI]")
+@click.option("--stage", type=click.Choice(STAGES), default="production", show_default=True,
+              help="Stage the model is read from.")
+@click.option("--version", "model_version",
+              help="Serve this version only; without it, follow the production pointer.")
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Once the socket is bound, write the port to this file.")
+def main(host, port, threads, registry_uri, stage, model_version, port_file):
+    """Serve the prediction API with waitress until SIGTERM or Ctrl-C.
+
+    By default it serves the production model and picks up a newly promoted one without a restart.
+
+    \b
+    Example:
+      python -m api.serve --stage testing --version v0007-20261127T133000Z --port 0 --port-file .run/api.port
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if stage != "production" and not model_version:
+        raise click.UsageError(f"--stage {stage} needs --version")
+    try:
+        params = load_params(
+            {"api.host": host, "api.port": port, "api.threads": threads, "registry_uri": registry_uri}
+        )
+        LOG.info(describe({"registry_uri": params["registry_uri"], "api": params["api"]}, "serve"))
+        app = create_app({
+            "REGISTRY_URI": params["registry_uri"],
+            "MODEL_STAGE": stage,
+            "MODEL_VERSION": model_version,
+        })
+    except (ConfigError, RegistryError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    holder = app.extensions["model_holder"]
+    api = params["api"]
+    try:
+        server = start_in_thread(app, api["host"], api["port"], api["threads"])
+    except OSError as exc:
+        holder.stop()
+        raise click.ClickException(
+            f"cannot listen on {api['host']}:{api['port']}: {exc.strerror or exc}"
+        ) from exc
+    if port_file:
+        write_port_file(port_file, server.port)
+    served = holder.predictor.version if holder.predictor else "no model yet"
+    LOG.info("serving %s on %s", served, server.url)
+
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    while not stop_requested.wait(1.0):
+        if not server.running:
+            raise click.ClickException("the server loop stopped unexpectedly; see the log above")
+    LOG.info("stopping")
+    server.stop()
+    holder.stop()
+
+
+if __name__ == "__main__":
+    main()

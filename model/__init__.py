@@ -1,0 +1,1 @@
+"""Data, network, training, evaluation and ONNX export of the chest X-ray classifier."""

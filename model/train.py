@@ -1,0 +1,246 @@
+"""Train from scratch, evaluate, export ONNX, apply the gate, register: ``python -m model.train``.
+
+The same steps serve retraining (retrain/), which passes the model to start from; everything
+after ``fit`` (evaluation, export, parity, gate, registration) is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import click
+import numpy as np
+
+from model.config import ConfigError, describe, load_params, masked
+from model.dataset import DatasetError, scan_dataset
+from model.gate import apply_gate, failure_message
+from model.validation import validate_dataset
+from registry.storage import StorageError
+from registry.store import KERAS_FILE, MODEL_FILE, Registry
+
+LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "pillow")
+REPORT_IMAGES = ("training_curves.png", "confusion_matrix.png")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or its result cannot be registered; the message says why."""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str:
+    """The commit the code was trained from: GIT_COMMIT (set by CI), else ``git rev-parse``."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def load_training_data(params: dict):
+    """Scan and validate the dataset; return (usable dataset, validation report)."""
+    dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"])
+    report, usable = validate_dataset(dataset, params)
+    if not report["passed"]:
+        raise TrainingError("data validation failed: " + "; ".join(report["problems"]))
+    for item in report["corrupt"]:
+        click.echo(f"skipping unreadable file {item['path']}: {item['error']}")
+    if not usable.split("train") or not usable.split("test"):
+        raise TrainingError(
+            f"the train and test splits need images; found {len(usable.split('train'))} train and "
+            f"{len(usable.split('test'))} test images: add images or change data.split"
+        )
+    return usable, report
+
+
+def fit(model, usable, params: dict) -> tuple[object, dict]:
+    """Fit ``model`` on the train split with early stopping on the validation split."""
+    import keras
+
+    from model.tfdata import make_tf_dataset
+
+    data, train = params["data"], params["train"]
+    size, batch = data["image_size"], train["batch_size"]
+    train_data = make_tf_dataset(usable, usable.split("train"), size, batch, shuffle=True, seed=train["seed"])
+    validation_examples = usable.split("validation")
+    validation_data = make_tf_dataset(usable, validation_examples, size, batch) if validation_examples else None
+    monitor = "val_loss" if validation_data is not None else "loss"
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=train["early_stopping_patience"],
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
+                                          patience=max(1, train["early_stopping_patience"] // 2)),
+    ]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=train["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    started = time.monotonic()
+    history = model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=train["epochs"],
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+    best = int(np.argmin(curves[monitor])) + 1 if curves.get(monitor) else len(curves.get("loss", []))
+    return model, {
+        "epochs_run": len(curves.get("loss", [])),
+        "best_epoch": best,
+        "seconds": round(time.monotonic() - started, 1),
+        "history": curves,
+    }
+
+
+def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes]:
+    """Metrics of the exported ONNX model on the test split, and its parity against Keras."""
+    from model.evaluate import classification_metrics
+    from model.export import ExportError, export_onnx, onnx_info, onnx_probabilities
+    from model.tfdata import make_tf_dataset
+
+    size = params["data"]["image_size"]
+    test_data = make_tf_dataset(usable, usable.split("test"), size, params["train"]["batch_size"])
+    images = np.concatenate([x for x, _ in test_data.as_numpy_iterator()])
+    labels = np.concatenate([y for _, y in test_data.as_numpy_iterator()])
+    keras_probabilities = model.predict(images, verbose=0)
+    opset = params["export"]["opset"]
+    try:
+        onnx_bytes = export_onnx(model, size, opset)
+    except ExportError as exc:
+        raise TrainingError(str(exc)) from exc
+    probabilities = onnx_probabilities(onnx_bytes, images)
+    parity = float(np.abs(probabilities - keras_probabilities).max())
+    metrics = classification_metrics(labels, probabilities, usable.classes)
+    return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes
+
+
+def build_candidate(params: dict, kind: str = "train", start_from=None, parent_version: str | None = None):
+    """Train (or fine-tune ``start_from``), evaluate, export and gate; register nothing.
+
+    Returns ``(metadata, files)``: the version's metadata without its name, and its files.
+    """
+    import keras
+
+    from model.evaluate import plot_confusion_matrix, plot_training_curves
+    from model.network import build_network
+
+    usable, report = load_training_data(params)
+    keras.utils.set_random_seed(params["train"]["seed"])
+    model = start_from or build_network(params["data"]["image_size"], len(params["classes"]))
+    model, training = fit(model, usable, params)
+    metrics, onnx_record, onnx_bytes = evaluate_and_export(model, usable, params)
+    gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"])
+    metadata = {
+        "kind": kind,
+        "parent_version": parent_version,
+        "git_commit": git_commit(),
+        "classes": usable.classes,
+        "image_size": params["data"]["image_size"],
+        "dataset": {
+            "uri": usable.uri,
+            "manifest_sha256": report["dataset"]["manifest_sha256"],
+            "class_counts": report["class_counts"],
+            "split_counts": {s: sum(c.values()) for s, c in report["split_counts"].items()},
+            "excluded_files": len(report["excluded"]),
+        },
+        "params": masked({k: params[k] for k in ("classes", "data", "train", "export", "gate")}),
+        "metrics": metrics,
+        "training": training,
+        "gate": gate,
+        "onnx": onnx_record,
+        "libraries": library_versions(),
+        "reports": list(REPORT_IMAGES),
+    }
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        plot_training_curves(training["history"], work_dir / "training_curves.png")
+        plot_confusion_matrix(metrics["confusion"], usable.classes, work_dir / "confusion_matrix.png")
+        model.save(work_dir / KERAS_FILE)
+        files = {name: (work_dir / name).read_bytes() for name in (KERAS_FILE, *REPORT_IMAGES)}
+    files[MODEL_FILE] = onnx_bytes
+    return metadata, files
+
+
+def register_candidate(registry: Registry, metadata: dict, files: dict[str, bytes]) -> str:
+    """Register a candidate that passed the gate in testing, with its HTML report."""
+    from scripts.report import render_html
+
+    if not metadata["gate"]["passed"]:
+        raise TrainingError(failure_message(metadata["gate"]))
+    version = registry.claim_version()
+    record = {**metadata, "version": version}
+    report = render_html(record, images={name: name for name in REPORT_IMAGES})
+    return registry.register({**files, "report.html": report.encode()}, record, version=version)
+
+
+def run_step(params: dict, version_file: str | None, kind: str = "train", start_from=None,
+             parent_version: str | None = None) -> str:
+    """Build, gate and register a candidate; write its version to ``version_file``."""
+    registry = Registry(params["registry_uri"])
+    metadata, files = build_candidate(params, kind, start_from, parent_version)
+    metrics, gate = metadata["metrics"], metadata["gate"]
+    for check in gate["checks"]:
+        verdict = "pass" if check["passed"] else "FAIL"
+        click.echo(f"gate {check['name']:<13} {check['value']:.6g} {check['comparison']} "
+                   f"{check['threshold']:.6g}: {verdict}")
+    version = register_candidate(registry, metadata, files)
+    if version_file:
+        Path(version_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(version_file).write_text(version + "\n")
+    click.echo(f"registered {version} in testing at {registry.uri}: accuracy {metrics['accuracy']:.4f}, "
+               f"COVID recall {metrics['recall'].get('COVID', 0):.4f}, "
+               f"ONNX parity {metadata['onnx']['parity_max_abs_diff']:.2g}")
+    return version
+
+
+@click.command()
+@click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
+@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@click.option("--epochs", type=int, help="Maximum epochs (train.epochs); early stopping may end sooner.")
+@click.option("--batch-size", type=int, help="Batch size (train.batch_size).")
+@click.option("--image-size", type=int, help="Side of the network's square input (data.image_size).")
+@click.option("--seed", type=int, help="Random seed (train.seed).")
+@click.option("--version-file", type=click.Path(dir_okay=False),
+              help="Write the registered version here (read by the next pipeline step).")
+def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, version_file):
+    """Train the classifier from scratch and register it in testing if it passes the gate.
+
+    A failed gate check exits 1 naming the check, its value and threshold; nothing is registered.
+
+    Example: TRAIN_EPOCHS=3 python -m model.train --version-file .run/candidate-version
+    """
+    try:
+        params = load_params({
+            "dataset_uri": dataset_uri, "registry_uri": registry_uri, "train.epochs": epochs,
+            "train.batch_size": batch_size, "data.image_size": image_size, "train.seed": seed,
+        })
+        click.echo(describe({k: params[k] for k in ("dataset_uri", "registry_uri", "classes", "data",
+                                                    "train", "export", "gate")}, "train"))
+        run_step(params, version_file)
+    except (ConfigError, DatasetError, StorageError, TrainingError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m model.train")

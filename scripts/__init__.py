@@ -1,0 +1,1 @@
+"""Glue command-line tools run by the make targets."""

@@ -1,0 +1,129 @@
+"""Serve a registry version with the real API and run the acceptance tests: ``python -m scripts.acceptance``."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import click
+import pytest
+
+from model.config import REPO_ROOT, ConfigError, describe, load_params
+from registry.storage import StorageError
+from registry.store import Registry, RegistryError, utc_now
+from scripts.api_process import ApiProcessError, spawn_api, stop_pid, wait_for_port_file, wait_until_serving
+
+SUITE_DIR = REPO_ROOT / "unittests"
+
+
+def suite_sha256(folder: Path = SUITE_DIR) -> str:
+    """A hash of the acceptance suite's files: which tests a recorded result belongs to."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class ResultCollector:
+    """A pytest plugin that counts outcomes and keeps the properties tests record."""
+
+    def __init__(self):
+        self.passed, self.failed, self.skipped = 0, 0, 0
+        self.properties: dict[str, object] = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" and report.passed:
+            self.passed += 1
+        elif report.failed:
+            self.failed += 1
+        elif report.skipped and report.when in ("setup", "call"):
+            self.skipped += 1
+        self.properties.update(dict(report.user_properties))
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.failed += 1
+
+
+def run_suite(api_url: str, version: str, params: dict) -> tuple[int, ResultCollector]:
+    """Run unittests/ against ``api_url`` in this process; return pytest's exit code and counts."""
+    collector = ResultCollector()
+    code = pytest.main(
+        [str(SUITE_DIR), "-q", "-p", "no:cacheprovider", "--api-url", api_url, "--model-version", version,
+         "--registry", params["registry_uri"], "--dataset", params["dataset_uri"]],
+        plugins=[collector],
+    )
+    return int(code), collector
+
+
+def run_acceptance(params: dict, version: str, run_dir: Path) -> dict:
+    """Serve ``version`` on a free loopback port, run the suite, record and return the run."""
+    registry = Registry(params["registry_uri"])
+    stage = registry.stage_of(version)
+    log_path = run_dir / f"acceptance-api-{version}.log"
+    with tempfile.TemporaryDirectory() as work:
+        port_file = Path(work) / "port"
+        process = spawn_api(
+            ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+             "--registry", params["registry_uri"], "--stage", stage, "--version", version],
+            log_path,
+        )
+        try:
+            timeout = params["api"]["start_timeout_s"]
+            port = wait_for_port_file(port_file, process, timeout, log_path)
+            api_url = f"http://127.0.0.1:{port}"
+            wait_until_serving(api_url, version, timeout, lambda: process.poll() is None, log_path)
+            click.echo(f"serving {version} ({stage}) at {api_url}; running {SUITE_DIR.name}/")
+            code, results = run_suite(api_url, version, params)
+        finally:
+            stop_pid(process.pid)
+    failed = results.failed if code in (0, 1) else max(results.failed, 1)
+    run = {
+        "suite_sha256": suite_sha256(),
+        "passed": results.passed,
+        "failed": failed,
+        "skipped": results.skipped,
+        "at": utc_now(),
+        "pytest_exit_code": code,
+        **results.properties,
+    }
+    registry.record_test_run(version, run)
+    return run
+
+
+@click.command()
+@click.option("--version", "version", help="Registry version to test (default: newest testing version).")
+@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@click.option("--dataset", "dataset_uri", help="Dataset root for the test images (default: DATASET_URI).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run", show_default=True,
+              help="Where the API's log goes.")
+def main(version, registry_uri, dataset_uri, run_dir):
+    """Serve VERSION with the real API on a free port, run unittests/ against it, record the result.
+
+    Exits 1 when any acceptance test fails; the run is recorded on the version either way.
+
+    Example: python -m scripts.acceptance --version v0001-20261127T143000Z
+    """
+    try:
+        params = load_params({"registry_uri": registry_uri, "dataset_uri": dataset_uri})
+        click.echo(describe({k: params[k] for k in ("registry_uri", "dataset_uri", "acceptance")}, "unittest"))
+        registry = Registry(params["registry_uri"])
+        if not version:
+            versions = registry.versions("testing")
+            if not versions:
+                raise RegistryError("the registry has no testing version: run `make train` first")
+            version = versions[-1]
+        run = run_acceptance(params, version, run_dir)
+    except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    accuracy = run.get("api_accuracy")
+    summary = f"{run['passed']} passed, {run['failed']} failed" + (
+        f"; accuracy through the API {accuracy:.4f}" if accuracy is not None else "")
+    if run["failed"]:
+        raise click.ClickException(f"acceptance tests of {version} failed: {summary} (recorded on the version)")
+    click.echo(f"acceptance tests of {version} passed: {summary} (recorded on the version)")
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m scripts.acceptance")

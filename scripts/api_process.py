@@ -1,0 +1,116 @@
+"""Run the API as a separate process: start it, wait until it serves the expected model, stop it.
+
+Shared by the acceptance-test runner (a temporary API on a free port) and by local deployment
+(a background API on the configured port, with its pid and log under the run directory).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from model.config import REPO_ROOT
+
+
+class ApiProcessError(RuntimeError):
+    """The API process did not start, did not become ready, or could not be stopped."""
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def spawn_api(arguments: list[str], log_path: Path, detach: bool = False) -> subprocess.Popen:
+    """Start ``python -m api.serve ARGUMENTS`` with its output in ``log_path``.
+
+    ``detach`` puts it in its own session so it outlives the command that started it.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.serve", *arguments],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+
+
+def served_version(url: str) -> str | None:
+    """The version a running API serves, or None if it does not answer or has no model."""
+    try:
+        response = requests.get(f"{url}/readyz", timeout=2)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200:
+        return None
+    return response.headers.get("X-Model-Version")
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until_serving(url: str, version: str | None, timeout_s: float, is_alive, log_path: Path) -> str:
+    """Wait until ``url`` is ready (and serves ``version`` when given); return the version."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = served_version(url)
+        if current and (version is None or current == version):
+            return current
+        if not is_alive():
+            raise ApiProcessError(f"the API process exited; last lines of {log_path}:\n{log_tail(log_path)}")
+        time.sleep(0.25)
+    want = f"version {version}" if version else "a model"
+    raise ApiProcessError(f"the API at {url} did not serve {want} within {timeout_s:.0f} s; "
+                          f"last lines of {log_path}:\n{log_tail(log_path)}")
+
+
+def wait_for_port_file(path: Path, process: subprocess.Popen, timeout_s: float, log_path: Path) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        if process.poll() is not None:
+            raise ApiProcessError(f"the API process exited; last lines of {log_path}:\n{log_tail(log_path)}")
+        time.sleep(0.1)
+    raise ApiProcessError(f"the API did not bind a port within {timeout_s:.0f} s:\n{log_tail(log_path)}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM, wait, then SIGKILL if it still runs."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:
+            if not pid_alive(pid):
+                return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,121 @@
+"""Deploy the API locally: ``python -m scripts.deploy start|stop|status``.
+
+``start`` runs ``python -m api.serve`` in the background (pid and log in the run directory) when
+it is not running, and waits until it serves the production version. A running API picks up a
+new production version by itself; ``start`` then waits until it has switched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from model.config import ConfigError, load_params
+from registry.storage import StorageError
+from registry.store import Registry
+from scripts.api_process import ApiProcessError, answers, log_tail, pid_alive, served_version, spawn_api, stop_pid, wait_until_serving
+
+run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run",
+                              show_default=True, help="Where the pid and log files live.")
+
+
+def _paths(run_dir: Path) -> tuple[Path, Path]:
+    return run_dir / "api.pid", run_dir / "api.log"
+
+
+def running_pid(run_dir: Path) -> int | None:
+    """The pid of the background API started from ``run_dir``, if it still runs."""
+    pid_file, _ = _paths(run_dir)
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def _params() -> dict:
+    try:
+        return load_params()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _url(params: dict) -> str:
+    return f"http://{params['api']['host']}:{params['api']['port']}"
+
+
+@click.group()
+def cli():
+    """Start, stop or inspect the local background API."""
+
+
+@cli.command()
+@run_dir_option
+def start(run_dir):
+    """Start the API on the production model, or wait until the running one has switched to it.
+
+    Example: python -m scripts.deploy start
+    """
+    params = _params()
+    url, timeout = _url(params), params["api"]["start_timeout_s"]
+    try:
+        pointer = Registry(params["registry_uri"]).current()
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if pointer is None:
+        raise click.ClickException("nothing is in production yet: run `make promote` first")
+    version = pointer["version"]
+    pid_file, log_path = _paths(run_dir)
+    pid = running_pid(run_dir)
+    try:
+        if pid:
+            click.echo(f"the API (pid {pid}) is running; waiting until it serves {version}")
+            wait_until_serving(url, version, timeout, lambda: pid_alive(pid), log_path)
+            click.echo(f"{url} now serves {version}")
+            return
+        if answers(url):
+            raise click.ClickException(
+                f"something else answers at {url} (serving {served_version(url) or 'no model'}); "
+                "stop it or set API_PORT to another port"
+            )
+        process = spawn_api([], log_path, detach=True)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{process.pid}\n")
+        wait_until_serving(url, version, timeout, lambda: process.poll() is None, log_path)
+    except ApiProcessError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"the API (pid {process.pid}) serves {version} at {url}; log: {log_path}; stop: make stop")
+    click.echo(f"try: curl --data-binary @image.png -H 'Content-Type: image/png' {url}/predict")
+
+
+@cli.command()
+@run_dir_option
+def stop(run_dir):
+    """Stop the background API started by `make promote`."""
+    pid_file, _ = _paths(run_dir)
+    pid = running_pid(run_dir)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        click.echo("the API is not running")
+        return
+    stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    click.echo(f"stopped the API (pid {pid})")
+
+
+@cli.command()
+@run_dir_option
+def status(run_dir):
+    """Say whether the background API runs and which version it serves."""
+    params = _params()
+    pid = running_pid(run_dir)
+    if pid is None:
+        click.echo("the API is not running")
+        return
+    click.echo(f"the API (pid {pid}) at {_url(params)} serves {served_version(_url(params)) or 'no model'}; "
+               f"last log lines:\n{log_tail(_paths(run_dir)[1], 3)}")
+
+
+if __name__ == "__main__":
+    cli(prog_name="python -m scripts.deploy")

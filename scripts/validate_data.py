@@ -1,0 +1,64 @@
+"""Validate the dataset and write a JSON report: ``python -m scripts.validate_data``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from model.config import ConfigError, describe, load_params
+from model.dataset import DatasetError, scan_dataset
+from model.validation import validate_dataset
+from registry.storage import StorageError
+
+
+def summary_lines(report: dict) -> list[str]:
+    """What a person wants to read of a validation report."""
+    lines = [
+        f"{report['dataset']['files']} files under {report['dataset']['uri']}; "
+        f"usable per class: {report['class_counts']}",
+        "per split: " + ", ".join(f"{s}={sum(c.values())}" for s, c in report["split_counts"].items()),
+        f"image modes: {report['modes']}; sizes: {dict(list(report['sizes'].items())[:3])}",
+    ]
+    for item in report["corrupt"]:
+        lines.append(f"unreadable, excluded: {item['path']} ({item['error']})")
+    for dup in report["duplicates_across_splits"]:
+        lines.append(f"same image in {'/'.join(dup['splits'])}: {', '.join(dup['paths'])} (kept in {dup['kept_in']})")
+    if report["unknown_folders"]:
+        lines.append(f"folders that are not a class, ignored: {report['unknown_folders']}")
+    return lines
+
+
+@click.command()
+@click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=".run/data-validation.json",
+              show_default=True, help="Where to write the JSON report.")
+def main(dataset_uri, report_path):
+    """Check that every image decodes, count images per class, find images shared by two splits.
+
+    Unreadable files are listed and excluded; the step fails (exit 1) when a class has fewer
+    images than data.min_images_per_class or more than data.max_corrupt_share are unreadable.
+
+    Example: python -m scripts.validate_data --dataset data/COVID-19_Radiography_Dataset
+    """
+    try:
+        params = load_params({"dataset_uri": dataset_uri})
+        click.echo(describe({k: params[k] for k in ("dataset_uri", "classes", "data")}, "validate-data"))
+        dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"])
+    except (ConfigError, DatasetError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    report, _ = validate_dataset(dataset, params)
+    path = Path(report_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    for line in summary_lines(report):
+        click.echo(line)
+    click.echo(f"report: {path}")
+    if not report["passed"]:
+        raise click.ClickException("data validation failed: " + "; ".join(report["problems"]))
+    click.echo("data validation passed")
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m scripts.validate_data")

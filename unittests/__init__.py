@@ -1,0 +1,1 @@
+"""Model acceptance tests: run by the pipelines against a registry version served by the real API."""
