@@ -130,7 +130,7 @@ def main(host, port, threads, registry_uri, stage, model_version, port_file):
         params = load_params(
             {"api.host": host, "api.port": port, "api.threads": threads, "registry_uri": registry_uri}
         )
-        LOG.info(describe({"registry_uri": params["registry_uri"], "api": params["api"]}, "serve"))
+        LOG.info(describe(params, "serve", ("registry_uri", "api")))
         app = create_app({
             "REGISTRY_URI": params["registry_uri"],
             "MODEL_STAGE": stage,

@@ -56,6 +56,10 @@ def _coerce(dotted_key: str, raw: Any, default: Any, source: str) -> Any:
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        try:
+            return float(raw)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except (TypeError, ValueError):
+            pass
     elif isinstance(default, list):
         if isinstance(value, list):
             return value
@@ -125,6 +129,7 @@ def masked(params: Mapping[str, Any]) -> dict:
     return result
 
 
-def describe(params: Mapping[str, Any], step: str) -> str:
-    """One log line with the resolved configuration of a step, secrets masked."""
-    return f"[{step}] configuration: {json.dumps(masked(params), sort_keys=True)}"
+def describe(params: Mapping[str, Any], step: str, keys: tuple[str, ...] | None = None) -> str:
+    """One log line with the resolved configuration of a step (its top-level ``keys``), secrets masked."""
+    shown = {key: params[key] for key in keys} if keys else params
+    return f"[{step}] configuration: {json.dumps(masked(shown), sort_keys=True)}"

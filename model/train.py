@@ -235,8 +235,8 @@ def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, versio
             "dataset_uri": dataset_uri, "registry_uri": registry_uri, "train.epochs": epochs,
             "train.batch_size": batch_size, "data.image_size": image_size, "train.seed": seed,
         })
-        click.echo(describe({k: params[k] for k in ("dataset_uri", "registry_uri", "classes", "data",
-                                                    "train", "export", "gate")}, "train"))
+        click.echo(describe(params, "train", ("dataset_uri", "registry_uri", "classes", "data", "train",
+                                              "export", "gate")))
         run_step(params, version_file)
     except (ConfigError, DatasetError, StorageError, TrainingError) as exc:
         raise click.ClickException(str(exc)) from exc

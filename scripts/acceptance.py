@@ -107,7 +107,7 @@ def main(version, registry_uri, dataset_uri, run_dir):
     """
     try:
         params = load_params({"registry_uri": registry_uri, "dataset_uri": dataset_uri})
-        click.echo(describe({k: params[k] for k in ("registry_uri", "dataset_uri", "acceptance")}, "unittest"))
+        click.echo(describe(params, "unittest", ("registry_uri", "dataset_uri", "acceptance")))
         registry = Registry(params["registry_uri"])
         if not version:
             versions = registry.versions("testing")

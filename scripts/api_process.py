@@ -55,8 +55,18 @@ def served_version(url: str) -> str | None:
 
 
 def answers(url: str) -> bool:
+    """True when any HTTP server answers at ``url``."""
     try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+        requests.get(f"{url}/healthz", timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def is_model_api(url: str) -> bool:
+    """True when ``url`` is this project's API (it marks every answer with X-Model-Version)."""
+    try:
+        return "X-Model-Version" in requests.get(f"{url}/healthz", timeout=2).headers
     except requests.RequestException:
         return False
 

@@ -14,7 +14,17 @@ import click
 from model.config import ConfigError, load_params
 from registry.storage import StorageError
 from registry.store import Registry
-from scripts.api_process import ApiProcessError, answers, log_tail, pid_alive, served_version, spawn_api, stop_pid, wait_until_serving
+from scripts.api_process import (
+    ApiProcessError,
+    answers,
+    is_model_api,
+    log_tail,
+    pid_alive,
+    served_version,
+    spawn_api,
+    stop_pid,
+    wait_until_serving,
+)
 
 run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run",
                               show_default=True, help="Where the pid and log files live.")
@@ -47,7 +57,10 @@ def _url(params: dict) -> str:
 
 @click.group()
 def cli():
-    """Start, stop or inspect the local background API."""
+    """Start, stop or inspect the local background API.
+
+    Example: python -m scripts.deploy status
+    """
 
 
 @cli.command()
@@ -75,10 +88,15 @@ def start(run_dir):
             click.echo(f"{url} now serves {version}")
             return
         if answers(url):
-            raise click.ClickException(
-                f"something else answers at {url} (serving {served_version(url) or 'no model'}); "
-                "stop it or set API_PORT to another port"
-            )
+            if not is_model_api(url):
+                raise click.ClickException(
+                    f"something else answers at {url}; stop it or set API_PORT to another port"
+                )
+            # An API started elsewhere (`make serve`) follows the production pointer by itself.
+            click.echo(f"an API started elsewhere answers at {url}; waiting until it serves {version}")
+            wait_until_serving(url, version, timeout, lambda: answers(url), log_path)
+            click.echo(f"{url} now serves {version}")
+            return
         process = spawn_api([], log_path, detach=True)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{process.pid}\n")

@@ -242,7 +242,7 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
         params = load_params({"registry_uri": registry_uri, "notify.to": recipient, "notify.from": sender})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(describe(params, "notify"), err=True)
+    click.echo(describe(params, "notify", ("registry_uri", "outbox_dir", "smtp", "notify")), err=True)
     recipient, sender = params["notify"]["to"], params["notify"]["from"]
     _check_addresses(recipient, "recipient", "--to", "NOTIFY_TO")
     _check_addresses(sender, "sender", "--from", "NOTIFY_FROM")

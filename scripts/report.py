@@ -469,7 +469,7 @@ def main(version: str | None, registry_uri: str | None, output_format: str, out_
         params = load_params({"registry_uri": registry_uri})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(describe(params, "report"), err=True)
+    click.echo(describe(params, "report", ("registry_uri",)), err=True)
     try:
         registry = Registry(params["registry_uri"])
         version = resolve_version(registry, version)

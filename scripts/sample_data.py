@@ -71,13 +71,15 @@ def main(dataset_uri, images_per_class, image_size, seed, if_missing):
         })
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(describe({k: params[k] for k in ("dataset_uri", "classes", "sample_data")}, "data"))
+    click.echo(describe(params, "data", ("dataset_uri", "classes", "sample_data")))
     uri, settings = params["dataset_uri"], dataset_settings(params)
     if "://" in uri:
         raise click.ClickException(f"{uri}: the sample dataset is written to a local folder only")
     if settings["images_per_class"] < 1 or settings["image_size"] < 16:
         raise click.ClickException("images_per_class must be >= 1 and image_size >= 16")
     root = Path(uri)
+    if root.exists() and not root.is_dir():
+        raise click.ClickException(f"{root} is a file, not a folder: choose another --out")
     has_files = root.is_dir() and any(root.iterdir())
     marker = root / MARKER_FILE
     if has_files and if_missing:

@@ -44,7 +44,7 @@ def main(dataset_uri, report_path):
     """
     try:
         params = load_params({"dataset_uri": dataset_uri})
-        click.echo(describe({k: params[k] for k in ("dataset_uri", "classes", "data")}, "validate-data"))
+        click.echo(describe(params, "validate-data", ("dataset_uri", "classes", "data")))
         dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"])
     except (ConfigError, DatasetError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc

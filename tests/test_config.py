@@ -7,22 +7,8 @@ import json
 import pytest
 import yaml
 
+from helpers import config_variables
 from model.config import DEFAULT_PARAMS_FILE, ConfigError, describe, env_name, load_params, masked
-
-
-def config_variables() -> set[str]:
-    """Every environment variable that overrides a leaf of params.yaml, and PARAMS_FILE."""
-    names = {"PARAMS_FILE"}
-
-    def walk(tree, prefix=""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                names.add(env_name(f"{prefix}{key}"))
-
-    walk(yaml.safe_load(DEFAULT_PARAMS_FILE.read_text()))
-    return names
 
 
 @pytest.fixture(autouse=True)
