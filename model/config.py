@@ -50,6 +50,8 @@ def _coerce(dotted_key: str, raw: Any, default: Any, source: str) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
+        if value in (0, 1) and not isinstance(value, float):
+            return bool(value)
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -65,9 +67,10 @@ def _coerce(dotted_key: str, raw: Any, default: Any, source: str) -> Any:
             return value
         if isinstance(raw, str):
             return [item.strip() for item in raw.split(",") if item.strip()]
-    raise ConfigError(
-        f"{source}: {dotted_key} must be a {type(default).__name__}, got {raw!r}"
-    )
+    raise ConfigError(f"{source}: {dotted_key} must be {_KIND_NAMES[type(default)]}, got {raw!r}")
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", list: "a list (a, b or [a, b])"}
 
 
 def _set(tree: dict, dotted_key: str, value: Any) -> None:
@@ -87,18 +90,19 @@ def load_params(
     ``overrides`` maps dotted keys (``"train.epochs"``) to CLI values; ``None`` values are ignored
     so that unset click options fall through to the environment and the file.
     """
-    path = Path(params_file or os.environ.get("PARAMS_FILE") or DEFAULT_PARAMS_FILE)
+    environ = os.environ if environ is None else environ
+    path = Path(params_file or environ.get("PARAMS_FILE") or DEFAULT_PARAMS_FILE)
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
         raise ConfigError(f"configuration file not found: {path}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    environ = os.environ if environ is None else environ
     defaults = dict(_leaves(params))
     for dotted, default in defaults.items():
         name = env_name(dotted)
-        if name in environ:
+        # An empty variable counts as unset, except for text, where empty is a value (SMTP_HOST=).
+        if name in environ and (environ[name].strip() or isinstance(default, str)):
             _set(params, dotted, _coerce(dotted, environ[name], default, f"environment {name}"))
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -30,6 +30,11 @@ def _test_summary(metadata: dict) -> str:
     return f"{verdict} ({run.get('passed')} passed, {run.get('failed')} failed)"
 
 
+def _accuracy(metadata: dict) -> str:
+    value = (metadata.get("metrics") or {}).get("accuracy")
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
+
+
 registry_option = click.option(
     "--registry", "registry_uri", envvar="REGISTRY_URI", help="Registry URI (default: params.yaml)."
 )
@@ -57,13 +62,13 @@ def list_versions(registry_uri, stage, as_json):
             for s in ([stage] if stage else STAGES)
             for v in registry.versions(s)
         ]
-    except RegistryError as exc:
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     current = (registry.current() or {}).get("version")
     lines = [
-        f"{r['stage']:<10} {r['version']:<24} {r.get('kind', '?'):<7} "
-        f"accuracy={r.get('metrics', {}).get('accuracy', float('nan')):.4f}  "
-        f"tests: {_test_summary(r)}{'  <- production' if r['version'] == current and r['stage'] == 'production' else ''}"
+        f"{r['stage']:<10} {r['version']:<24} {str(r.get('kind') or '?'):<7} "
+        f"accuracy={_accuracy(r)}  tests: {_test_summary(r)}"
+        f"{'  <- production' if r['version'] == current and r['stage'] == 'production' else ''}"
         for r in rows
     ]
     _emit(rows, as_json, "\n".join(lines) if lines else "the registry is empty")
@@ -79,7 +84,7 @@ def show(registry_uri, version, stage, as_json):
     registry = _registry(registry_uri)
     try:
         metadata = registry.metadata(version, stage)
-    except RegistryError as exc:
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     _emit(metadata, as_json, json.dumps(metadata, indent=2, sort_keys=True))
 
@@ -108,7 +113,7 @@ def promote(registry_uri, version, by):
     """
     try:
         pointer = _registry(registry_uri).promote(version or None, by)
-    except RegistryError as exc:
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"promoted {pointer['version']} to production (previous: {pointer['previous']})")
 
@@ -120,7 +125,7 @@ def rollback(registry_uri, by):
     """Point production back at the version it served before."""
     try:
         pointer = _registry(registry_uri).rollback(by)
-    except RegistryError as exc:
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"production rolled back to {pointer['version']}")
 

@@ -6,6 +6,8 @@ backend is complete; a ``gs://`` URI is refused with a clear message until the G
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -106,6 +108,18 @@ class LocalStorage:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    @contextlib.contextmanager
+    def lock(self, name: str):
+        """Hold an exclusive lock named ``name`` for a read-modify-write; freed if the process dies."""
+        path = self._path(f".locks/{name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def remove_tree(self, relative: str) -> None:
         shutil.rmtree(self._path(relative), ignore_errors=True)

@@ -30,6 +30,7 @@ MODEL_FILE = "model.onnx"
 KERAS_FILE = "model.keras"
 POINTER_FILE = "production/current.json"
 AUDIT_FILE = "audit.jsonl"
+POINTER_LOCK = "production-pointer"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
 
 
@@ -84,11 +85,12 @@ class Registry:
         """Visible versions of a stage (those whose metadata.json exists), oldest first."""
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        return [
+        visible = [
             name
             for name in self.storage.list_dirs(stage)
             if VERSION_PATTERN.match(name) and self.storage.exists(f"{stage}/{name}/{METADATA_FILE}")
         ]
+        return sorted(visible, key=lambda name: int(VERSION_PATTERN.match(name).group(1)))
 
     def stage_of(self, version: str) -> str:
         """The stage that holds ``version`` (``testing`` where both do)."""
@@ -155,10 +157,11 @@ class Registry:
         holders = [stage for stage in STAGES if version in self.versions(stage)]
         if not holders:
             raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
-        for stage in holders:
-            metadata = self.metadata(version, stage)
-            metadata.setdefault("tests", []).append(run)
-            self._write_metadata(stage, version, metadata)
+        with self.storage.lock(f"metadata-{version}"):
+            for stage in holders:
+                metadata = self.metadata(version, stage)
+                metadata.setdefault("tests", []).append(run)
+                self._write_metadata(stage, version, metadata)
         return self.metadata(version, holders[0])
 
     def current(self) -> dict | None:
@@ -192,27 +195,33 @@ class Registry:
                 f"{version} has no acceptance-test run; run `make unittest VERSION={version}`"
             )
         if not tests_passed(metadata):
-            raise PromotionRefused(
-                f"{version} failed its last acceptance tests ({run.get('failed')} failed, "
-                f"{run.get('passed')} passed at {run.get('at')}); it cannot go to production"
-            )
-        pointer = self.current()
-        if pointer and pointer["version"] == version:
-            raise PromotionRefused(f"{version} is already the production version")
-        if version not in self.versions("production"):
-            self.storage.copy_tree(f"testing/{version}", f"production/{version}")
-        history = (pointer.get("history", []) + [pointer["version"]]) if pointer else []
-        return self._move_pointer("promote", version, history, by)
+            if not run.get("failed") and not run.get("passed"):
+                reason = f"ran no test in its last acceptance-test run at {run.get('at')}"
+            else:
+                reason = (f"failed its last acceptance tests ({run.get('failed')} failed, "
+                          f"{run.get('passed')} passed at {run.get('at')})")
+            raise PromotionRefused(f"{version} {reason}; it cannot go to production")
+        with self.storage.lock(POINTER_LOCK):
+            pointer = self.current()
+            if pointer and pointer["version"] == version:
+                raise PromotionRefused(f"{version} is already the production version")
+            if version not in self.versions("production"):
+                # A copy without metadata.json is one an earlier promotion left half done.
+                self.storage.remove_tree(f"production/{version}")
+                self.storage.copy_tree(f"testing/{version}", f"production/{version}")
+            history = (pointer.get("history", []) + [pointer["version"]]) if pointer else []
+            return self._move_pointer("promote", version, history, by)
 
     def rollback(self, by: str | None = None) -> dict:
         """Point production back at the version it served before the current one."""
-        pointer = self.current()
-        if not pointer:
-            raise RegistryError("nothing was promoted yet: there is no production version")
-        history = pointer.get("history", [])
-        if not history:
-            raise RegistryError(f"{pointer['version']} is the first production version: nothing to roll back to")
-        return self._move_pointer("rollback", history[-1], history[:-1], by)
+        with self.storage.lock(POINTER_LOCK):
+            pointer = self.current()
+            if not pointer:
+                raise RegistryError("nothing was promoted yet: there is no production version")
+            history = pointer.get("history", [])
+            if not history:
+                raise RegistryError(f"{pointer['version']} is the first production version: nothing to roll back to")
+            return self._move_pointer("rollback", history[-1], history[:-1], by)
 
     def _move_pointer(self, action: str, version: str, history: list[str], by: str | None) -> dict:
         pointer = {

@@ -26,6 +26,21 @@ def dataset_settings(params: dict) -> dict:
     }
 
 
+def sample_file_names(settings: dict) -> set[str]:
+    """Relative paths of the images a sample dataset with ``settings`` consists of."""
+    return {
+        f"{label}/images/{label}-{index}.png"
+        for label in settings["classes"]
+        for index in range(1, settings["images_per_class"] + 1)
+    }
+
+
+def foreign_files(root: Path, settings: dict) -> list[str]:
+    """Files under ``root`` that a sample dataset with ``settings`` did not write."""
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return sorted(present - sample_file_names(settings) - {MARKER_FILE})
+
+
 def write_sample_dataset(root: Path, settings: dict) -> int:
     """Generate the dataset into a temporary folder, then move it to ``root`` in one step."""
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +105,17 @@ def main(dataset_uri, images_per_class, image_size, seed, if_missing):
             f"{root} holds files that are not a sample dataset; refusing to overwrite them "
             "(choose another --out)"
         )
-    if marker.exists() and json.loads(marker.read_text()) == settings:
-        click.echo(f"sample dataset at {root} is up to date")
-        return
+    if marker.exists():
+        previous = json.loads(marker.read_text())
+        if previous == settings:
+            click.echo(f"sample dataset at {root} is up to date")
+            return
+        extra = foreign_files(root, previous)
+        if extra:
+            raise click.ClickException(
+                f"{root} holds {len(extra)} files the sample generator did not write (e.g. {extra[0]}); "
+                "refusing to replace it (choose another --out)"
+            )
     count = write_sample_dataset(root, settings)
     click.echo(f"wrote {count} synthetic images to {root}")
 

@@ -95,8 +95,8 @@ def test_float_env_override_accepts_exponent_notation():
         ("DATA_IMAGE_SIZE", "big", "data.image_size", "int"),
         ("DATA_IMAGE_SIZE", "64.5", "data.image_size", "int"),
         ("DATA_IMAGE_SIZE", "true", "data.image_size", "int"),
-        ("TRAIN_LEARNING_RATE", "fast", "train.learning_rate", "float"),
-        ("SMTP_STARTTLS", "2", "smtp.starttls", "bool"),
+        ("TRAIN_LEARNING_RATE", "fast", "train.learning_rate", "a number"),
+        ("SMTP_STARTTLS", "2", "smtp.starttls", "true or false"),
         ("API_PORT", "80 80", "api.port", "int"),
     ],
 )
@@ -150,13 +150,21 @@ def test_cli_beats_env_beats_file(tmp_path):
 
 def test_params_file_variable_selects_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PARAMS_FILE", write_params(tmp_path / "other.yaml", train={"epochs": 11}))
-    assert load_params(environ={})["train"]["epochs"] == 11
+    assert load_params()["train"]["epochs"] == 11
 
 
 def test_only_the_given_environment_is_read(monkeypatch):
     monkeypatch.setenv("TRAIN_EPOCHS", "1234")
     assert load_params(environ={})["train"]["epochs"] != 1234
     assert load_params()["train"]["epochs"] == 1234
+
+
+def test_an_explicit_environment_also_decides_the_params_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAMS_FILE", str(tmp_path / "absent.yaml"))
+    default_epochs = yaml.safe_load(DEFAULT_PARAMS_FILE.read_text())["train"]["epochs"]
+    assert load_params(environ={})["train"]["epochs"] == default_epochs
+    other = write_params(tmp_path / "other.yaml", train={"epochs": 11})
+    assert load_params(environ={"PARAMS_FILE": other})["train"]["epochs"] == 11
 
 
 def test_missing_params_file_is_a_config_error(tmp_path):

@@ -463,3 +463,52 @@ def test_cli_rollback_refusal_is_one_error_line(registry):
     registry.promote(version, by="po@example.com")
     line = assert_one_error_line(registry_cli("rollback", "--registry", registry.uri, "--by", "po"))
     assert version in line
+
+
+def test_cli_promote_over_a_stale_production_folder_never_shows_a_traceback(registry):
+    """A production folder without metadata.json (a copy cut short) must not crash the CLI."""
+    version = registered(registry)
+    registry.storage.write_bytes(f"production/{version}/model.onnx", b"stale partial copy")
+    result = registry_cli("promote", version, "--registry", registry.uri, "--by", "po")
+    assert "Traceback" not in result.stderr
+    if result.returncode == 0:
+        assert registry.current()["version"] == version
+        assert registry.read_file(version, "model.onnx", "production") == model_files()["model.onnx"]
+    else:
+        assert_one_error_line(result)
+
+
+def test_concurrent_test_runs_are_all_recorded(registry):
+    version = registered(registry, run=None)
+    runs = [dict(PASSED, at=f"2026-11-27T14:40:{i:02d}Z") for i in range(16)]
+    threads = [threading.Thread(target=registry.record_test_run, args=(version, run)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r["at"] for r in registry.metadata(version)["tests"]) == sorted(r["at"] for r in runs)
+
+
+def test_versions_sort_by_number_past_9999(registry):
+    for name in ("v9999-20261127T140000Z", "v10000-20261127T130000Z"):
+        registry.register(model_files(name), realistic_metadata(), version=name)
+    assert registry.versions("testing") == ["v9999-20261127T140000Z", "v10000-20261127T130000Z"]
+
+
+def test_promote_replaces_a_half_done_production_copy(registry):
+    version = registered(registry)
+    stale = Path(registry.uri) / "production" / version
+    stale.mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"partial")
+    registry.promote(version, by="owner")
+    assert (stale / "model.onnx").read_bytes() == registry.read_file(version, "model.onnx", "testing")
+    assert registry.current()["version"] == version
+
+
+def test_cli_list_shows_versions_with_missing_kind_or_accuracy(registry):
+    metadata = realistic_metadata()
+    metadata["kind"], metadata["metrics"]["accuracy"] = None, None
+    version = registry.register(model_files(), metadata)
+    result = run_module("registry", "list", "--registry", registry.uri, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert version in result.stdout and "accuracy=?" in result.stdout

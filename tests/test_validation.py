@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import clean_env, run_module
+from helpers import clean_env, config_variables, run_module
 from model.config import load_params
 from model.dataset import SPLITS, scan_dataset, split_of
 from model.synthetic import image_seed, render
@@ -18,6 +18,12 @@ from model.validation import validate_dataset
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 PER_CLASS = 6
 SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in config_variables():
+        monkeypatch.delenv(name, raising=False)
 
 
 def png_bytes(label: str, index: int, **save_options) -> bytes:
