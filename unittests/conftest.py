@@ -15,6 +15,7 @@ import requests
 
 from model.config import load_params
 from model.dataset import scan_dataset
+from model.validation import validate_dataset
 from registry.store import Registry
 
 
@@ -62,19 +63,22 @@ def http():
 
 @pytest.fixture(scope="session")
 def test_split(params, metadata):
-    """The dataset and its test examples, at most ``acceptance.max_test_images`` of them.
+    """The dataset and its usable test examples, at most ``acceptance.max_test_images`` of them.
 
-    The split is the same stable hash that training used, so these are images the model never
-    trained on. A subset, when one is taken, is a seeded sample, the same on every run.
+    Split shares come from the version's recorded params and usable examples from the same
+    validation training ran, so these are the images the registry's accuracy was measured on
+    (when the dataset has not changed since). A subset is a seeded sample, the same on every run.
     """
-    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], params["data"]["split"], with_hashes=False)
-    examples = dataset.split("test")
+    recorded = {**params, "data": {**params["data"], **metadata.get("params", {}).get("data", {})}}
+    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], recorded["data"]["split"], with_hashes=False)
+    _, usable = validate_dataset(dataset, recorded, progress=False)
+    examples = usable.split("test")
     limit = params["acceptance"]["max_test_images"]
     if limit and len(examples) > limit:
         examples = sorted(random.Random(0).sample(examples, limit), key=lambda e: e.path)
     if not examples:
-        pytest.fail(f"the dataset at {dataset.uri} has no test images")
-    return dataset, examples
+        pytest.fail(f"the dataset at {usable.uri} has no usable test images")
+    return usable, examples
 
 
 def post_image(http, api_url: str, data: bytes, content_type: str = "image/png") -> requests.Response:
