@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from registry.storage import open_storage
 
@@ -55,9 +56,13 @@ class Dataset:
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest().encode()).hexdigest()
 
+    @cached_property
+    def storage(self):
+        return open_storage(self.uri)
+
     def read_bytes(self, relative_path: str) -> bytes:
         """The bytes of one file, by its path relative to the dataset root."""
-        return open_storage(self.uri).read_bytes(relative_path)
+        return self.storage.read_bytes(relative_path)
 
     def with_examples(self, examples: list[Example]) -> "Dataset":
         return Dataset(self.uri, self.classes, examples, self.unknown_folders)
