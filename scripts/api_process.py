@@ -54,21 +54,17 @@ def served_version(url: str) -> str | None:
     return response.headers.get("X-Model-Version")
 
 
-def answers(url: str) -> bool:
-    """True when any HTTP server answers at ``url``."""
+def healthz_headers(url: str):
+    """The headers of ``url``/healthz, whatever its status; None when nothing answers there."""
     try:
-        requests.get(f"{url}/healthz", timeout=2)
+        return requests.get(f"{url}/healthz", timeout=2).headers
     except requests.RequestException:
-        return False
-    return True
+        return None
 
 
-def is_model_api(url: str) -> bool:
-    """True when ``url`` is this project's API (it marks every answer with X-Model-Version)."""
-    try:
-        return "X-Model-Version" in requests.get(f"{url}/healthz", timeout=2).headers
-    except requests.RequestException:
-        return False
+def is_model_api(headers) -> bool:
+    """True for this project's API, which marks every answer with X-Model-Version."""
+    return "X-Model-Version" in headers
 
 
 def wait_until_serving(url: str, version: str | None, timeout_s: float, is_alive, log_path: Path) -> str:

@@ -16,7 +16,7 @@ from registry.storage import StorageError
 from registry.store import Registry
 from scripts.api_process import (
     ApiProcessError,
-    answers,
+    healthz_headers,
     is_model_api,
     log_tail,
     pid_alive,
@@ -81,20 +81,16 @@ def start(run_dir):
     version = pointer["version"]
     pid_file, log_path = _paths(run_dir)
     pid = running_pid(run_dir)
+    headers = None if pid else healthz_headers(url)
+    if headers is not None and not is_model_api(headers):
+        raise click.ClickException(f"something else answers at {url}; stop it or set API_PORT to another port")
     try:
-        if pid:
-            click.echo(f"the API (pid {pid}) is running; waiting until it serves {version}")
-            wait_until_serving(url, version, timeout, lambda: pid_alive(pid), log_path)
-            click.echo(f"{url} now serves {version}")
-            return
-        if answers(url):
-            if not is_model_api(url):
-                raise click.ClickException(
-                    f"something else answers at {url}; stop it or set API_PORT to another port"
-                )
-            # An API started elsewhere (`make serve`) follows the production pointer by itself.
-            click.echo(f"an API started elsewhere answers at {url}; waiting until it serves {version}")
-            wait_until_serving(url, version, timeout, lambda: answers(url), log_path)
+        if pid or headers is not None:
+            # A running API, ours or one started by `make serve`, follows the production pointer.
+            who = f"the API (pid {pid}) is running" if pid else f"an API started elsewhere answers at {url}"
+            click.echo(f"{who}; waiting until it serves {version}")
+            still_up = (lambda: pid_alive(pid)) if pid else (lambda: healthz_headers(url) is not None)
+            wait_until_serving(url, version, timeout, still_up, log_path)
             click.echo(f"{url} now serves {version}")
             return
         process = spawn_api([], log_path, detach=True)
