@@ -210,7 +210,7 @@ class Registry:
                 self.storage.remove_tree(f"production/{version}")
                 self.storage.copy_tree(f"testing/{version}", f"production/{version}")
             history = (pointer.get("history", []) + [pointer["version"]]) if pointer else []
-            return self._move_pointer("promote", version, history, by)
+            return self._move_pointer("promote", pointer, version, history, by)
 
     def rollback(self, by: str | None = None) -> dict:
         """Point production back at the version it served before the current one."""
@@ -221,9 +221,11 @@ class Registry:
             history = pointer.get("history", [])
             if not history:
                 raise RegistryError(f"{pointer['version']} is the first production version: nothing to roll back to")
-            return self._move_pointer("rollback", history[-1], history[:-1], by)
+            return self._move_pointer("rollback", pointer, history[-1], history[:-1], by)
 
-    def _move_pointer(self, action: str, version: str, history: list[str], by: str | None) -> dict:
+    def _move_pointer(self, action: str, replaced: dict | None, version: str, history: list[str],
+                      by: str | None) -> dict:
+        """Write the new pointer, then its audit record; ``replaced`` is the pointer read under the lock."""
         pointer = {
             "version": version,
             "previous": history[-1] if history else None,
@@ -231,9 +233,8 @@ class Registry:
             "promoted_at": utc_now(),
             "promoted_by": by or whoami(),
         }
-        previous = (self.current() or {}).get("version")
         self.storage.write_bytes(POINTER_FILE, json.dumps(pointer, indent=2).encode())
-        audit = {"action": action, "version": version, "replaced": previous,
+        audit = {"action": action, "version": version, "replaced": replaced["version"] if replaced else None,
                  "at": pointer["promoted_at"], "by": pointer["promoted_by"]}
         self.storage.append_line(AUDIT_FILE, json.dumps(audit, sort_keys=True))
         return pointer
