@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -30,9 +29,9 @@ from api_helpers import (
     promote_model,
     register_model,
 )
+from helpers import REPO_ROOT
 from registry.store import Registry
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 200_000
 MAX_PIXELS = 1_000_000
 MIN_SIDE = 16

@@ -5,10 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import os
 import socket
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,25 +16,21 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from click.testing import CliRunner
 from PIL import Image
 
+from helpers import clean_env, config_variables, free_port, run_module
 from model.config import load_params
 from registry.store import Registry
 from scripts.notify import DeliveryError, build_message, deliver, main, write_outbox
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 SMTP_USER, SMTP_PASSWORD = "pipeline", "s3cret-pw"
-CONFIG_VARIABLES = (
-    "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_STARTTLS", "SMTP_TIMEOUT_S",
-    "OUTBOX_DIR", "NOTIFY_TO", "NOTIFY_FROM", "REGISTRY_URI", "PARAMS_FILE",
-)
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """The developer's own SMTP or registry settings must not leak into a test."""
-    for name in CONFIG_VARIABLES:
+    for name in config_variables():
         monkeypatch.delenv(name, raising=False)
 
 
@@ -109,12 +103,6 @@ def registry_uri(tmp_path) -> Path:
 @pytest.fixture
 def outbox(tmp_path) -> Path:
     return tmp_path / "outbox"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class KeepEnvelopes:
@@ -340,16 +328,12 @@ def test_bad_recipient_is_one_clear_line(registry_uri, outbox):
     assert not outbox.exists()
 
 
-def run_module(*args: str, env_extra: dict) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
-    return subprocess.run(
-        [sys.executable, "-m", "scripts.notify", *args], cwd=REPO_ROOT, env={**env, **env_extra},
-        capture_output=True, text=True, timeout=60,
-    )
+def run_notify(*args: str, env_extra: dict) -> subprocess.CompletedProcess:
+    return run_module("scripts.notify", *args, env=clean_env(**env_extra), timeout=60)
 
 
 def test_empty_registry_is_one_clear_line_without_traceback(tmp_path, outbox):
-    result = run_module("--registry", str(tmp_path / "empty"), env_extra={"OUTBOX_DIR": str(outbox)})
+    result = run_notify("--registry", str(tmp_path / "empty"), env_extra={"OUTBOX_DIR": str(outbox)})
     assert result.returncode != 0
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert error_lines == [f"Error: the registry at {tmp_path / 'empty'} has no testing version: "
@@ -360,7 +344,7 @@ def test_empty_registry_is_one_clear_line_without_traceback(tmp_path, outbox):
 
 def test_unknown_version_is_one_clear_line_without_traceback(registry_uri, outbox):
     register(registry_uri)
-    result = run_module("--registry", str(registry_uri), "--version", "v9999-20991231T000000Z",
+    result = run_notify("--registry", str(registry_uri), "--version", "v9999-20991231T000000Z",
                         env_extra={"OUTBOX_DIR": str(outbox)})
     assert result.returncode != 0
     [error_line] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
