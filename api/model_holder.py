@@ -12,7 +12,7 @@ import logging
 import threading
 
 from api.predictor import ModelUnusable, Predictor
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import MODEL_FILE, Registry, RegistryError
 
 LOG = logging.getLogger(__name__)

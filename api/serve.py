@@ -20,7 +20,7 @@ from waitress import wasyncore
 
 from api.app import create_app
 from model.config import ConfigError, describe, load_params
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import STAGES, RegistryError
 
 LOG = logging.getLogger("api.serve")

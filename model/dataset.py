@@ -3,7 +3,8 @@
 Layout (Kaggle COVID-19 Radiography Database, version 4): ``<root>/<CLASS>/images/<CLASS>-<n>.png``;
 older versions put the images directly in ``<root>/<CLASS>/``. Both are read; ``masks/`` folders
 are ignored. The split comes from a stable hash of each file's relative path, so an image never
-changes split when the dataset grows.
+changes split when the dataset grows. A ``gs://`` dataset is read through a local mirror
+(storage/cache.py), so the input pipeline reads local files and a second run downloads nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property
 
-from registry.storage import open_storage
+from storage import is_gcs, open_storage
+from storage.cache import mirror
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "validation", "test")
@@ -41,6 +42,7 @@ class Dataset:
     classes: list[str]
     examples: list[Example]
     unknown_folders: list[str] = field(default_factory=list)
+    storage: object = None  # where the files are read from: the dataset itself, or its local mirror
 
     def split(self, name: str) -> list[Example]:
         return [e for e in self.examples if e.split == name]
@@ -56,16 +58,12 @@ class Dataset:
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest().encode()).hexdigest()
 
-    @cached_property
-    def storage(self):
-        return open_storage(self.uri)
-
     def read_bytes(self, relative_path: str) -> bytes:
         """The bytes of one file, by its path relative to the dataset root."""
-        return self.storage.read_bytes(relative_path)
+        return self.storage.read(relative_path)
 
     def with_examples(self, examples: list[Example]) -> "Dataset":
-        return Dataset(self.uri, self.classes, examples, self.unknown_folders)
+        return Dataset(self.uri, self.classes, examples, self.unknown_folders, self.storage)
 
 
 def split_of(relative_path: str, shares: dict[str, float]) -> str:
@@ -88,10 +86,18 @@ def label_of(relative_path: str, classes: list[str]) -> str | None:
     return None
 
 
-def scan_dataset(uri: str, classes: list[str], shares: dict[str, float], with_hashes: bool = True) -> Dataset:
-    """List the dataset's images; with ``with_hashes`` each file is read once to hash it."""
+def scan_dataset(uri: str, classes: list[str], shares: dict[str, float], with_hashes: bool = True,
+                 cache_dir: str = ".cache", progress: bool = True) -> Dataset:
+    """List the dataset's images; with ``with_hashes`` each file is read once to hash it.
+
+    A ``gs://`` dataset is first mirrored under ``cache_dir`` (only changed objects download).
+    """
     storage = open_storage(uri)
-    files = storage.list_files()
+    objects = [info for info in storage.walk() if label_of(info.path, classes) or "/" in info.path]
+    if is_gcs(uri):
+        storage, _ = mirror(storage, [info for info in objects if label_of(info.path, classes)], cache_dir,
+                            progress=progress)
+    files = [info.path for info in objects]
     if not files:
         raise DatasetError(
             f"no files under {uri}: run `make data` for the sample dataset, or set DATASET_URI "
@@ -105,10 +111,10 @@ def scan_dataset(uri: str, classes: list[str], shares: dict[str, float], with_ha
             if top not in classes and "/" in relative:
                 unknown.add(top)
             continue
-        digest = hashlib.sha256(storage.read_bytes(relative)).hexdigest() if with_hashes else ""
+        digest = hashlib.sha256(storage.read(relative)).hexdigest() if with_hashes else ""
         examples.append(Example(relative, label, split_of(relative, shares), digest))
     if not examples:
         raise DatasetError(
             f"no images of the classes {classes} under {uri}; expected <CLASS>/images/*.png"
         )
-    return Dataset(uri, list(classes), examples, sorted(unknown))
+    return Dataset(uri, list(classes), examples, sorted(unknown), storage)

@@ -22,7 +22,7 @@ from model.config import ConfigError, describe, load_params, masked
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
 from model.validation import validate_dataset
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "pillow")
@@ -57,7 +57,8 @@ def git_commit() -> str:
 
 def load_training_data(params: dict):
     """Scan and validate the dataset; return (usable dataset, validation report)."""
-    dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"])
+    dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"],
+                           cache_dir=params["cache_dir"])
     report, usable = validate_dataset(dataset, params)
     if not report["passed"]:
         raise TrainingError("data validation failed: " + "; ".join(report["problems"]))

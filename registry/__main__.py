@@ -1,4 +1,4 @@
-"""Command line of the registry: ``python -m registry list|show|current|promote|rollback``."""
+"""Command line of the registry: ``python -m registry list|show|current|promote|rollback|audit|gc``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import json
 import click
 
 from model.config import ConfigError, load_params
-from registry.storage import StorageError
-from registry.store import STAGES, Registry, RegistryError, last_test_run
+from registry.policy import last_test_run, readiness, run_passed
+from registry.store import STAGES, Registry, RegistryError
+from registry.verify import verify_servable
+from storage import StorageError
+
+REGISTRY_ERRORS = (RegistryError, StorageError)
 
 
 def _registry(uri: str | None) -> Registry:
@@ -26,13 +30,20 @@ def _test_summary(metadata: dict) -> str:
     run = last_test_run(metadata)
     if not run:
         return "not tested"
-    verdict = "passed" if run.get("failed", 1) == 0 and run.get("passed", 0) else "FAILED"
+    verdict = "passed" if run_passed(run) else "FAILED"
     return f"{verdict} ({run.get('passed')} passed, {run.get('failed')} failed)"
 
 
 def _accuracy(metadata: dict) -> str:
     value = (metadata.get("metrics") or {}).get("accuracy")
     return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
+
+
+def with_promotion(metadata: dict) -> dict:
+    """The version's merged metadata plus whether it may be promoted now, and why not (derived)."""
+    verdict = readiness(metadata)
+    return {**metadata, "promotion": {"promotable": verdict.promotable, "reasons": list(verdict.reasons),
+                                      "next_step": verdict.next_step}}
 
 
 registry_option = click.option(
@@ -58,13 +69,13 @@ def list_versions(registry_uri, stage, as_json):
     registry = _registry(registry_uri)
     try:
         rows = [
-            {"stage": s, **registry.metadata(v, s)}
+            {"stage": s, **with_promotion(registry.metadata(v, s))}
             for s in ([stage] if stage else STAGES)
             for v in registry.versions(s)
         ]
-    except (RegistryError, StorageError) as exc:
+        current = (registry.current() or {}).get("version")
+    except REGISTRY_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
-    current = (registry.current() or {}).get("version")
     lines = [
         f"{r['stage']:<10} {r['version']:<24} {str(r.get('kind') or '?'):<7} "
         f"accuracy={_accuracy(r)}  tests: {_test_summary(r)}"
@@ -80,11 +91,11 @@ def list_versions(registry_uri, stage, as_json):
 @click.option("--stage", type=click.Choice(STAGES), help="Stage to read (default: where it is).")
 @json_option
 def show(registry_uri, version, stage, as_json):
-    """Show the metadata of VERSION."""
+    """Show the merged metadata of VERSION: its record, every test run, and whether it is promotable."""
     registry = _registry(registry_uri)
     try:
-        metadata = registry.metadata(version, stage)
-    except (RegistryError, StorageError) as exc:
+        metadata = with_promotion(registry.metadata(version, stage))
+    except REGISTRY_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     _emit(metadata, as_json, json.dumps(metadata, indent=2, sort_keys=True))
 
@@ -94,40 +105,81 @@ def show(registry_uri, version, stage, as_json):
 @json_option
 def current(registry_uri, as_json):
     """Show the production pointer."""
-    pointer = _registry(registry_uri).current()
+    try:
+        pointer = _registry(registry_uri).current()
+    except REGISTRY_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
     if pointer is None and not as_json:
         raise click.ClickException("nothing was promoted yet: run `make promote`")
     text = pointer and f"production: {pointer['version']} (previous: {pointer['previous']}, " \
-        f"promoted {pointer['promoted_at']} by {pointer['promoted_by']})"
+        f"{pointer.get('action', 'promote')}d {pointer['promoted_at']} by {pointer['promoted_by']})"
     _emit(pointer, as_json, text or "")
 
 
 @cli.command()
 @registry_option
 @click.argument("version", required=False)
-@click.option("--by", help="Who promotes (default: PROMOTED_BY, git user.email or login).")
+@click.option("--by", help="Who promotes (default: PROMOTED_BY, git user.email, gcloud account or login).")
 def promote(registry_uri, version, by):
     """Copy VERSION (default: newest tested) from testing to production and point at it.
 
-    Only a version whose last acceptance-test run passed is promoted.
+    Only a version whose last acceptance-test run passed, and whose model loads and answers, is
+    promoted. `make promote` also deploys it, and moves the pointer back if the deploy fails.
     """
     try:
-        pointer = _registry(registry_uri).promote(version or None, by)
-    except (RegistryError, StorageError) as exc:
+        pointer = _registry(registry_uri).promote(version or None, by, verify=verify_servable)
+    except REGISTRY_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"promoted {pointer['version']} to production (previous: {pointer['previous']})")
 
 
 @cli.command()
 @registry_option
-@click.option("--by", help="Who rolls back (default: PROMOTED_BY, git user.email or login).")
+@click.option("--by", help="Who rolls back (default: PROMOTED_BY, git user.email, gcloud account or login).")
 def rollback(registry_uri, by):
     """Point production back at the version it served before."""
     try:
         pointer = _registry(registry_uri).rollback(by)
-    except (RegistryError, StorageError) as exc:
+    except REGISTRY_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"production rolled back to {pointer['version']}")
+
+
+@cli.command()
+@registry_option
+@json_option
+def audit(registry_uri, as_json):
+    """List every promotion, rollback and revert, oldest first."""
+    try:
+        records = _registry(registry_uri).audit()
+    except REGISTRY_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    lines = [f"{r['at']}  {r['action']:<8} {r['version'] or '(nothing)'}  replaced {r['replaced'] or '-'}  "
+             f"by {r['by']}" + (f"  ({r['reason']})" if r.get("reason") else "") for r in records]
+    _emit(records, as_json, "\n".join(lines) if lines else "no promotion yet")
+
+
+@cli.command()
+@registry_option
+@click.option("--apply", is_flag=True, help="Delete what is found (default: only list it).")
+@click.option("--grace-s", type=float, help="Leave alone what changed more recently than this "
+              "(registry.gc_grace_s): it may still be in progress.")
+@json_option
+def gc(registry_uri, apply, grace_s, as_json):
+    """List (or with --apply delete) what crashes left: unfinished registrations, half-done copies.
+
+    Example: python -m registry gc --apply
+    """
+    try:
+        grace = grace_s if grace_s is not None else load_params()["registry"]["gc_grace_s"]
+        registry = _registry(registry_uri)
+        found = registry.collect_garbage(grace) if apply else registry.garbage(grace)
+    except (ConfigError, *REGISTRY_ERRORS) as exc:
+        raise click.ClickException(str(exc)) from exc
+    verb = "deleted" if apply else "would delete (dry run; --apply deletes)"
+    lines = [f"{verb}: {item['prefix']} ({item['reason']}, {item['objects']} objects, "
+             f"untouched for {item['age_s']:.0f} s)" for item in found]
+    _emit(found, as_json, "\n".join(lines) if lines else "nothing to collect")
 
 
 if __name__ == "__main__":

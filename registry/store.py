@@ -1,16 +1,23 @@
 """The model registry: immutable, sortable versions in ``testing`` and ``production``.
 
-Layout under the registry URI::
+Layout under the registry URI (a local folder or ``gs://BUCKET/PREFIX``)::
 
-    testing/<version>/       model.onnx, model.keras, metadata.json, report files
-    production/<version>/    the same files, copied on promotion
-    production/current.json  {"version", "previous", "promoted_at", "promoted_by", "history"}
-    audit.jsonl              one record per promotion or rollback
-    claims/<number>/         the atomic claim of a version number
+    counter.json                          {"last": n}: version numbers, claimed by compare-and-swap
+    testing/<version>/claim.json          written when the number is claimed (gc reads its age)
+    testing/<version>/                    model.onnx, model.keras, report files, metadata.json last
+    production/<version>/                 the same files, copied on promotion, metadata.json last
+    <stage>/<version>/tests/<at>-<id>.json        one object per acceptance-test run
+    <stage>/<version>/evaluations/<at>-<id>.json  one object per later evaluation (retraining)
+    production/current.json               the production pointer, replaced by compare-and-swap
+    audit/<at>-<id>.json                  one object per promotion, rollback or revert
+    locks/<name>.json                     leases (storage/lease.py)
 
-A version is ``v<number>-<UTC timestamp>`` (``v0007-20261127T133000Z``), so names sort by age.
-It becomes visible only when its ``metadata.json`` is written, last. Model files never change
-after that; the metadata gains test runs (``tests``), written atomically.
+A version is ``v<number>-<UTC timestamp>`` (``v0007-20261127T133000Z``). It becomes visible when its
+``metadata.json`` is created, last and create-only; nothing rewrites an object of a version after
+that. What happens to a version later (test runs, evaluations) is a new create-only object beside
+it, and :meth:`Registry.metadata` merges them, so concurrent writers never overwrite each other.
+Only the pointer is ever replaced, and only by compare-and-swap. ``current``, ``promote VERSION``
+and ``rollback`` touch a fixed number of objects however long the history is.
 """
 
 from __future__ import annotations
@@ -20,18 +27,26 @@ import json
 import os
 import re
 import subprocess
+import time
+import uuid
 from datetime import datetime, timezone
+from typing import Callable
 
-from registry.storage import StorageError, open_storage
+from registry.policy import last_test_run, readiness, tests_passed  # noqa: F401  (re-exported)
+from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
+from storage.lease import lease
 
 STAGES = ("testing", "production")
+RECORD_KINDS = ("tests", "evaluations")
 METADATA_FILE = "metadata.json"
+CLAIM_FILE = "claim.json"
 MODEL_FILE = "model.onnx"
 KERAS_FILE = "model.keras"
 POINTER_FILE = "production/current.json"
-AUDIT_FILE = "audit.jsonl"
-POINTER_LOCK = "production-pointer"
+COUNTER_FILE = "counter.json"
+AUDIT_PREFIX = "audit"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
+DEFAULT_GC_GRACE_S = 3600.0
 
 
 class RegistryError(RuntimeError):
@@ -46,88 +61,154 @@ class PromotionRefused(RegistryError):
     pass
 
 
+class ConcurrentChange(RegistryError):
+    """Someone else moved the production pointer first; nothing of ours was changed."""
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def record_name() -> str:
+    """A unique, time-ordered object name: ``20261127T133000.123456Z-1a2b3c4d``."""
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+
+
 def whoami() -> str:
-    """Who runs a promotion: PROMOTED_BY, else git's user.email, else the login name."""
-    if os.environ.get("PROMOTED_BY"):
-        return os.environ["PROMOTED_BY"]
+    """Who runs a promotion: PROMOTED_BY, else git's user.email, else the cloud account, else the login."""
+    if os.environ.get("PROMOTED_BY", "").strip():
+        return os.environ["PROMOTED_BY"].strip()
+    commands = (["git", "config", "user.email"], ["gcloud", "config", "get-value", "account"])
+    for command in commands:
+        try:
+            found = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if found and "(unset)" not in found:
+            return found
     try:
-        email = subprocess.run(
-            ["git", "config", "user.email"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        email = ""
-    return email or getpass.getuser()
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
-def last_test_run(metadata: dict) -> dict | None:
-    runs = metadata.get("tests") or []
-    return runs[-1] if runs else None
+def _json(data: dict) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
-def tests_passed(metadata: dict) -> bool:
-    """True when the newest acceptance-test run of a version passed."""
-    run = last_test_run(metadata)
-    return bool(run) and run.get("failed", 1) == 0 and run.get("passed", 0) > 0
+def version_number(version: str) -> int:
+    return int(VERSION_PATTERN.match(version).group(1))
 
 
 class Registry:
     """Versions, their files and the production pointer, on any storage backend."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, storage=None):
         self.uri = uri
-        self.storage = open_storage(uri)
+        self.storage = storage or open_storage(uri)
+
+    # --- reading ----------------------------------------------------------------------------
 
     def versions(self, stage: str) -> list[str]:
         """Visible versions of a stage (those whose metadata.json exists), oldest first."""
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        visible = [
-            name
-            for name in self.storage.list_dirs(stage)
-            if VERSION_PATTERN.match(name) and self.storage.exists(f"{stage}/{name}/{METADATA_FILE}")
-        ]
-        return sorted(visible, key=lambda name: int(VERSION_PATTERN.match(name).group(1)))
+        visible = [name for name in self.storage.find(stage, METADATA_FILE) if VERSION_PATTERN.match(name)]
+        return sorted(visible, key=version_number)
+
+    def holders(self, version: str) -> list[str]:
+        """The stages that hold ``version`` (testing first)."""
+        if not VERSION_PATTERN.match(version or ""):
+            raise VersionNotFound(f"{version!r} is not a version name (like v0007-20261127T133000Z)")
+        return [stage for stage in STAGES if self.storage.exists(f"{stage}/{version}/{METADATA_FILE}")]
 
     def stage_of(self, version: str) -> str:
         """The stage that holds ``version`` (``testing`` where both do)."""
-        for stage in STAGES:
-            if version in self.versions(stage):
-                return stage
-        raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
+        holders = self.holders(version)
+        if not holders:
+            raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
+        return holders[0]
 
     def metadata(self, version: str, stage: str | None = None) -> dict:
+        """The merged view of a version: its metadata.json plus every test run and evaluation
+        recorded since, from every stage (oldest first)."""
         stage = stage or self.stage_of(version)
         try:
-            return json.loads(self.storage.read_bytes(f"{stage}/{version}/{METADATA_FILE}"))
-        except StorageError as exc:
+            metadata = json.loads(self.storage.read(f"{stage}/{version}/{METADATA_FILE}"))
+        except ObjectNotFound as exc:
             raise VersionNotFound(f"version {version!r} is not in {stage} at {self.uri}") from exc
+        for kind in RECORD_KINDS:
+            metadata[kind] = list(metadata.get(kind) or []) + self._records(version, kind)
+        return metadata
+
+    def _records(self, version: str, kind: str) -> list[dict]:
+        names: dict[str, str] = {}
+        for stage in STAGES:
+            for name in self.storage.list(f"{stage}/{version}/{kind}")[0]:
+                names.setdefault(name, f"{stage}/{version}/{kind}/{name}")
+        return [json.loads(self.storage.read(names[name])) for name in sorted(names)]
 
     def read_file(self, version: str, name: str, stage: str | None = None) -> bytes:
         stage = stage or self.stage_of(version)
-        return self.storage.read_bytes(f"{stage}/{version}/{name}")
+        try:
+            return self.storage.read(f"{stage}/{version}/{name}")
+        except ObjectNotFound as exc:
+            raise RegistryError(f"version {version} has no file {name!r} in {stage}") from exc
 
     def files(self, version: str, stage: str | None = None) -> list[str]:
+        """The files of a version (its own objects, not the claim or the records kept beside it)."""
         stage = stage or self.stage_of(version)
-        prefix = f"{stage}/{version}/"
-        return [path[len(prefix):] for path in self.storage.list_files(prefix)]
+        return [name for name in self.storage.list(f"{stage}/{version}")[0] if name != CLAIM_FILE]
+
+    def current(self) -> dict | None:
+        """The production pointer, or None when nothing is in production."""
+        pointer, _ = self._read_pointer()
+        return pointer if pointer and pointer.get("version") else None
+
+    def newest_tested(self) -> str | None:
+        """The newest testing version whose newest acceptance-test run passed."""
+        for version in reversed(self.versions("testing")):
+            if tests_passed(self.metadata(version, "testing")):
+                return version
+        return None
+
+    def audit(self) -> list[dict]:
+        """Every promotion, rollback and revert, oldest first."""
+        self._ensure_audit(self._read_pointer()[0])
+        return [json.loads(self.storage.read(f"{AUDIT_PREFIX}/{name}"))
+                for name in self.storage.list(AUDIT_PREFIX)[0]]
+
+    # --- registering ------------------------------------------------------------------------
 
     def claim_version(self) -> str:
         """Reserve the next version name; concurrent writers never get the same number."""
-        existing = [
-            int(match.group(1))
-            for stage in STAGES
-            for name in self.storage.list_dirs(stage)
-            if (match := VERSION_PATTERN.match(name))
-        ] + [int(name) for name in self.storage.list_dirs("claims") if name.isdigit()]
-        number = max(existing, default=0) + 1
-        while not self.storage.create_dir(f"claims/{number:04d}"):
-            number += 1
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        return f"v{number:04d}-{stamp}"
+        number = self._next_number()
+        version = f"v{number:04d}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        claim = {"version": version, "claimed_at": utc_now(), "by": f"{os.uname().nodename}:{os.getpid()}"}
+        self.storage.create(f"testing/{version}/{CLAIM_FILE}", _json(claim))
+        return version
+
+    def _next_number(self) -> int:
+        # Each write carries a random claim id: a storage retry recognises its own landed write by
+        # its content, so two writers must never write the same bytes.
+        while True:
+            try:
+                data, generation = self.storage.read_with_generation(COUNTER_FILE)
+            except ObjectNotFound:
+                # A new registry, or one from before the counter: start above what is there.
+                last = max((version_number(name) for stage in STAGES for name in self.storage.list(stage)[1]
+                            if VERSION_PATTERN.match(name)), default=0)
+                try:
+                    self.storage.create(COUNTER_FILE, _json({"last": last + 1, "claim": uuid.uuid4().hex}))
+                    return last + 1
+                except AlreadyExists:
+                    continue
+            last = json.loads(data)["last"]
+            try:
+                self.storage.replace(COUNTER_FILE, _json({"last": last + 1, "claim": uuid.uuid4().hex}), generation)
+                return last + 1
+            except GenerationMismatch:
+                continue
 
     def register(self, files: dict[str, bytes], metadata: dict, version: str | None = None) -> str:
         """Store a new version in ``testing`` and return its name; metadata.json goes last.
@@ -139,107 +220,219 @@ class Registry:
             raise RegistryError(f"a version needs {MODEL_FILE}")
         if version is None:
             version = self.claim_version()
-        elif not VERSION_PATTERN.match(version) or self.storage.list_files(f"testing/{version}"):
+        elif not VERSION_PATTERN.match(version) or not self.storage.exists(f"testing/{version}/{CLAIM_FILE}") \
+                or self.storage.exists(f"testing/{version}/{METADATA_FILE}"):
             raise RegistryError(f"{version!r} is not a fresh claimed version name")
         for name, data in files.items():
-            self.storage.write_bytes(f"testing/{version}/{name}", data)
-        record = {"version": version, "created_at": utc_now(), "tests": [], **metadata}
-        record["version"] = version
-        self._write_metadata("testing", version, record)
+            if name in (METADATA_FILE, CLAIM_FILE) or "/" in name:
+                raise RegistryError(f"{name!r} cannot be a file of a version")
+            self.storage.create(f"testing/{version}/{name}", data)
+        record = {"created_at": utc_now(), **metadata, "version": version}
+        for kind in RECORD_KINDS:
+            record[kind] = []  # kept beside the version as their own objects
+        try:
+            self.storage.create(f"testing/{version}/{METADATA_FILE}", _json(record))
+        except AlreadyExists as exc:
+            raise RegistryError(f"{version} was registered by someone else meanwhile") from exc
         return version
 
-    def _write_metadata(self, stage: str, version: str, metadata: dict) -> None:
-        data = json.dumps(metadata, indent=2, sort_keys=True).encode()
-        self.storage.write_bytes(f"{stage}/{version}/{METADATA_FILE}", data)
-
-    def record_test_run(self, version: str, run: dict) -> dict:
-        """Append an acceptance-test run to the metadata of every stage that holds ``version``."""
-        holders = [stage for stage in STAGES if version in self.versions(stage)]
-        if not holders:
-            raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
-        with self.storage.lock(f"metadata-{version}"):
+    def record(self, version: str, kind: str, record: dict) -> dict:
+        """Add a test run or an evaluation to ``version`` in every stage that holds it."""
+        if kind not in RECORD_KINDS:
+            raise RegistryError(f"unknown record kind {kind!r}")
+        # The version's lease orders this with a promotion: a run recorded during a promotion
+        # lands before the verdict is read or after the pointer moved, never in between.
+        with lease(self.storage, f"version-{version}"):
+            holders = self.holders(version)
+            if not holders:
+                raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
+            name = f"{record_name()}.json"
             for stage in holders:
-                metadata = self.metadata(version, stage)
-                metadata.setdefault("tests", []).append(run)
-                self._write_metadata(stage, version, metadata)
+                self.storage.create(f"{stage}/{version}/{kind}/{name}", _json(record))
         return self.metadata(version, holders[0])
 
-    def current(self) -> dict | None:
-        """The production pointer, or None when nothing was promoted yet."""
-        if not self.storage.exists(POINTER_FILE):
-            return None
-        return json.loads(self.storage.read_bytes(POINTER_FILE))
+    def record_test_run(self, version: str, run: dict) -> dict:
+        return self.record(version, "tests", run)
 
-    def newest_tested(self) -> str | None:
-        """The newest testing version whose newest acceptance-test run passed."""
-        for version in reversed(self.versions("testing")):
-            if tests_passed(self.metadata(version, "testing")):
-                return version
-        return None
+    def record_evaluation(self, version: str, evaluation: dict) -> dict:
+        return self.record(version, "evaluations", evaluation)
 
-    def promote(self, version: str | None = None, by: str | None = None) -> dict:
-        """Copy a tested testing version to production and point production at it."""
+    # --- the production pointer -------------------------------------------------------------
+
+    def _read_pointer(self) -> tuple[dict | None, str | None]:
+        try:
+            data, generation = self.storage.read_with_generation(POINTER_FILE)
+        except ObjectNotFound:
+            return None, None
+        return json.loads(data), generation
+
+    def promote(self, version: str | None = None, by: str | None = None,
+                verify: Callable[[str, bytes, dict], None] | None = None) -> dict:
+        """Copy a tested testing version to production and point production at it.
+
+        ``verify(version, model_bytes, metadata)`` runs first and raises to refuse a model that
+        cannot be served. The verdict is read and the pointer moved under the version's lease, so
+        a test run recorded meanwhile cannot be promoted past.
+        """
+        by = by or whoami()
         if version is None:
             version = self.newest_tested()
             if version is None:
-                raise PromotionRefused(
-                    "no testing version has passed its acceptance tests; run `make pipeline` "
-                    "or `make unittest VERSION=...` first"
-                )
-        if version not in self.versions("testing"):
+                raise PromotionRefused("no testing version has passed its acceptance tests; run `make pipeline` "
+                                       "or `make unittest VERSION=...` first")
+        if "testing" not in self.holders(version):
             raise VersionNotFound(f"version {version!r} is not in testing at {self.uri}")
-        metadata = self.metadata(version, "testing")
-        run = last_test_run(metadata)
-        if run is None:
-            raise PromotionRefused(
-                f"{version} has no acceptance-test run; run `make unittest VERSION={version}`"
-            )
-        if not tests_passed(metadata):
-            if not run.get("failed") and not run.get("passed"):
-                reason = f"ran no test in its last acceptance-test run at {run.get('at')}"
-            else:
-                reason = (f"failed its last acceptance tests ({run.get('failed')} failed, "
-                          f"{run.get('passed')} passed at {run.get('at')})")
-            raise PromotionRefused(f"{version} {reason}; it cannot go to production")
-        with self.storage.lock(POINTER_LOCK):
-            pointer = self.current()
-            if pointer and pointer["version"] == version:
+        metadata = self._promotable(version)
+        if verify is not None:
+            verify(version, self.read_file(version, MODEL_FILE, "testing"), metadata)
+        with lease(self.storage, f"version-{version}") as held:
+            self._promotable(version)  # again: a test run may have been recorded meanwhile
+            replaced, generation = self._read_pointer()
+            if replaced and replaced.get("version") == version:
                 raise PromotionRefused(f"{version} is already the production version")
-            if version not in self.versions("production"):
-                # A copy without metadata.json is one an earlier promotion left half done.
-                self.storage.remove_tree(f"production/{version}")
-                self.storage.copy_tree(f"testing/{version}", f"production/{version}")
-            history = (pointer.get("history", []) + [pointer["version"]]) if pointer else []
-            return self._move_pointer("promote", pointer, version, history, by)
+            self._copy_to_production(version)
+            held.check()
+            pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced["audit"])
+            return self._commit(pointer, replaced, generation)
+
+    def _promotable(self, version: str) -> dict:
+        """The merged metadata of ``version``; PromotionRefused, saying why, unless it may be promoted."""
+        metadata = self.metadata(version, "testing")
+        verdict = readiness(metadata)
+        if not verdict.promotable:
+            raise PromotionRefused(verdict.next_step.rstrip("."))
+        return metadata
+
+    def _copy_to_production(self, version: str) -> None:
+        """Copy the version's files server-side, metadata.json last; a half-done copy is redone."""
+        if self.storage.exists(f"production/{version}/{METADATA_FILE}"):
+            return  # promoted before (and rolled back since): the copy is complete
+        for leftover in self.storage.walk(f"production/{version}"):
+            self.storage.delete(leftover.path)
+        names = self.files(version, "testing")
+        for name in sorted(names, key=lambda name: name == METADATA_FILE):
+            self.storage.copy(f"testing/{version}/{name}", f"production/{version}/{name}")
 
     def rollback(self, by: str | None = None) -> dict:
         """Point production back at the version it served before the current one."""
-        with self.storage.lock(POINTER_LOCK):
-            pointer = self.current()
-            if not pointer:
-                raise RegistryError("nothing was promoted yet: there is no production version")
-            history = pointer.get("history", [])
-            if not history:
-                raise RegistryError(f"{pointer['version']} is the first production version: nothing to roll back to")
-            return self._move_pointer("rollback", pointer, history[-1], history[:-1], by)
+        current, generation = self._read_pointer()
+        if not current or not current.get("version"):
+            raise RegistryError("nothing was promoted yet: there is no production version")
+        target = self._restorable(current)
+        if target is None or not target.get("version"):
+            raise RegistryError(f"{current['version']} is the first production version: nothing to roll back to")
+        return self._commit(self._restored("rollback", current, target, by or whoami()), current, generation)
 
-    def _move_pointer(self, action: str, replaced: dict | None, version: str, history: list[str],
-                      by: str | None) -> dict:
-        """Write the new pointer, then its audit record; ``replaced`` is the pointer read under the lock."""
-        pointer = {
-            "version": version,
-            "previous": history[-1] if history else None,
-            "history": history,
-            "promoted_at": utc_now(),
-            "promoted_by": by or whoami(),
-        }
-        self.storage.write_bytes(POINTER_FILE, json.dumps(pointer, indent=2).encode())
-        audit = {"action": action, "version": version, "replaced": replaced["version"] if replaced else None,
-                 "at": pointer["promoted_at"], "by": pointer["promoted_by"]}
-        self.storage.append_line(AUDIT_FILE, json.dumps(audit, sort_keys=True))
+    def revert(self, promoted: dict, reason: str, by: str | None = None) -> dict:
+        """Undo the promotion that wrote ``promoted``, if the pointer is still that one.
+
+        Used when the deploy after a promotion fails: production goes back to what it was, even
+        to "nothing" after a first promotion.
+        """
+        current, generation = self._read_pointer()
+        if not current or current.get("audit") != promoted.get("audit"):
+            raise ConcurrentChange("the production pointer moved since this promotion; it was left as it is")
+        target = self._restorable(current) or {"version": None, "previous": None, "restores": None}
+        pointer = self._restored("revert", current, target, by or whoami())
+        pointer["reason"] = reason
+        return self._commit(pointer, current, generation)
+
+    def _restorable(self, pointer: dict) -> dict | None:
+        """The pointer that ``pointer`` replaced and a rollback returns to (from its audit record)."""
+        if not pointer.get("restores"):
+            return None
+        try:
+            return json.loads(self.storage.read(f"{AUDIT_PREFIX}/{pointer['restores']}.json"))["pointer"]
+        except ObjectNotFound as exc:
+            raise RegistryError(f"the audit record {pointer['restores']} is missing: cannot roll back") from exc
+
+    def _restored(self, action: str, current: dict, target: dict, by: str) -> dict:
+        pointer = self._pointer(action, target.get("version"), current, by, restores=target.get("restores"))
+        pointer["previous"] = target.get("previous")
         return pointer
 
-    def audit(self) -> list[dict]:
-        if not self.storage.exists(AUDIT_FILE):
-            return []
-        return [json.loads(line) for line in self.storage.read_bytes(AUDIT_FILE).decode().splitlines() if line]
+    @staticmethod
+    def _pointer(action: str, version: str | None, replaced: dict | None, by: str, restores: str | None) -> dict:
+        """A new pointer; it carries its own audit record's name so the two can never disagree."""
+        return {
+            "version": version,
+            "previous": replaced.get("version") if replaced else None,
+            "promoted_at": utc_now(),
+            "promoted_by": by,
+            "action": action,
+            "replaced": replaced.get("version") if replaced else None,
+            "audit": record_name(),
+            "restores": restores,
+        }
+
+    def _commit(self, pointer: dict, replaced: dict | None, generation: str | None) -> dict:
+        """Move the pointer from ``replaced`` (read at ``generation``) by compare-and-swap, then
+        write its audit record.
+
+        The audit record of the pointer being replaced is ensured first, so a crash between a
+        pointer write and its audit record is repaired by the next change (or `audit`, or `gc`).
+        """
+        self._ensure_audit(replaced)
+        try:
+            if generation is None:
+                self.storage.create(POINTER_FILE, _json(pointer))
+            else:
+                self.storage.replace(POINTER_FILE, _json(pointer), generation)
+        except (AlreadyExists, GenerationMismatch) as exc:
+            raise ConcurrentChange(
+                f"the production pointer changed while this {pointer['action']} ran (another promotion or "
+                "rollback won); nothing was changed: run the command again"
+            ) from exc
+        self._ensure_audit(pointer)
+        return pointer
+
+    def _ensure_audit(self, pointer: dict | None) -> None:
+        if not pointer or not pointer.get("audit"):
+            return
+        record = {
+            "action": pointer["action"], "version": pointer["version"], "replaced": pointer["replaced"],
+            "at": pointer["promoted_at"], "by": pointer["promoted_by"], "pointer": pointer,
+        }
+        if pointer.get("reason"):
+            record["reason"] = pointer["reason"]
+        try:
+            self.storage.create(f"{AUDIT_PREFIX}/{pointer['audit']}.json", _json(record))
+        except AlreadyExists:
+            pass
+
+    # --- garbage --------------------------------------------------------------------------------
+
+    def garbage(self, grace_s: float = DEFAULT_GC_GRACE_S) -> list[dict]:
+        """What crashes left behind: version folders without metadata.json, untouched for ``grace_s``.
+
+        In testing that is a registration that never finished; in production a promotion's
+        half-done copy. Newer ones may still be in progress and are left alone.
+        """
+        found, now = [], time.time()
+        for stage in STAGES:
+            for name in self.storage.list(stage)[1]:
+                if not VERSION_PATTERN.match(name) or self.storage.exists(f"{stage}/{name}/{METADATA_FILE}"):
+                    continue
+                objects = self.storage.walk(f"{stage}/{name}")
+                if not objects:
+                    continue
+                age = now - max(info.updated for info in objects)
+                if age >= grace_s:
+                    what = "unfinished registration" if stage == "testing" else "half-done promotion copy"
+                    found.append({"prefix": f"{stage}/{name}", "reason": what, "objects": len(objects),
+                                  "age_s": round(age, 1), "paths": [info.path for info in objects]})
+        return found
+
+    def collect_garbage(self, grace_s: float = DEFAULT_GC_GRACE_S) -> list[dict]:
+        """Delete what :meth:`garbage` finds; repair a missing audit record of the pointer."""
+        self._ensure_audit(self._read_pointer()[0])
+        found = self.garbage(grace_s)
+        for item in found:
+            for path in item["paths"]:
+                self.storage.delete(path)
+        return found
+
+
+__all__ = ["Registry", "RegistryError", "VersionNotFound", "PromotionRefused", "ConcurrentChange",
+           "StorageError", "STAGES", "METADATA_FILE", "MODEL_FILE", "KERAS_FILE", "utc_now", "whoami",
+           "tests_passed", "last_test_run"]

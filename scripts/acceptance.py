@@ -10,7 +10,7 @@ import click
 import pytest
 
 from model.config import REPO_ROOT, ConfigError, describe, load_params
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import Registry, RegistryError, utc_now
 from scripts.api_process import ApiProcessError, spawn_api, stop_pid, wait_for_port_file, wait_until_serving
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from model.config import ConfigError, load_params
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import Registry
 from scripts.api_process import (
     ApiProcessError,

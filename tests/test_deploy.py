@@ -88,5 +88,6 @@ def test_promote_of_an_untested_version_is_refused_with_the_reason(setup):
     result = run_module("registry", "promote", untested, env=env)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"Error: {untested} has no acceptance-test run; run `make unittest VERSION={untested}`")
+        f"Error: {untested} cannot be promoted: it has no acceptance-test run yet "
+        f"(run `make unittest VERSION={untested}`)")
     assert registry.current() is None

@@ -120,5 +120,5 @@ def test_failed_acceptance_tests_are_recorded_and_block_promotion(workspace, ver
 
     refused = run_module("registry", "promote", version, env=env)
     assert refused.returncode == 1
-    assert f"{version} failed its last acceptance tests" in refused.stderr
+    assert f"{version} cannot be promoted: its last acceptance-test run failed" in refused.stderr
     assert Registry(str(registry)).current() is None

@@ -70,7 +70,8 @@ def test_split(params, metadata):
     (when the dataset has not changed since). A subset is a seeded sample, the same on every run.
     """
     recorded = {**params, "data": {**params["data"], **metadata.get("params", {}).get("data", {})}}
-    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], recorded["data"]["split"], with_hashes=False)
+    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], recorded["data"]["split"],
+                           with_hashes=False, cache_dir=params["cache_dir"], progress=False)
     _, usable = validate_dataset(dataset, recorded, progress=False)
     examples = usable.split("test")
     limit = params["acceptance"]["max_test_images"]

@@ -1,0 +1,95 @@
+"""The promotion rule, in one place: may a version go to production, and if not, why.
+
+``Registry.promote``, the registry CLI, the report and the email all call :func:`readiness`, so
+the email never offers a command the registry would refuse, and the answer is always derived from
+the version's current state (its newest test run), never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a version may go to production, and what the product owner does next.
+
+    ``problems`` are short phrases for an email subject ("acceptance tests failed"); ``reasons``
+    are the matching sentences; ``next_step`` is the exact promote command when promotable, else a
+    sentence saying why not.
+    """
+
+    promotable: bool
+    problems: tuple[str, ...]
+    reasons: tuple[str, ...]
+    next_step: str
+
+
+def promote_command(version: str) -> str:
+    """The command that promotes ``version`` to production."""
+    return f"make promote VERSION={version}"
+
+
+def last_test_run(metadata: Mapping[str, Any]) -> dict | None:
+    """The newest acceptance-test run of a version (runs are kept oldest first)."""
+    runs = [run for run in metadata.get("tests") or [] if isinstance(run, dict)]
+    return runs[-1] if runs else None
+
+
+def run_passed(run: Mapping[str, Any] | None) -> bool:
+    """A run passed when it ran at least one test and none failed."""
+    return bool(run) and run.get("failed", 1) == 0 and (run.get("passed") or 0) > 0
+
+
+def tests_passed(metadata: Mapping[str, Any]) -> bool:
+    """True when the newest acceptance-test run of a version passed."""
+    return run_passed(last_test_run(metadata))
+
+
+def failed_gate_checks(metadata: Mapping[str, Any]) -> list[dict]:
+    gate = metadata.get("gate") if isinstance(metadata.get("gate"), dict) else {}
+    checks = gate.get("checks") if isinstance(gate.get("checks"), list) else []
+    return [check for check in checks if isinstance(check, dict) and check.get("passed") is not True]
+
+
+def check_text(check: Mapping[str, Any]) -> str:
+    """``accuracy 0.43, required >= 0.9``: one gate check in words."""
+    def shown(value: Any) -> str:
+        # Gate values span 0.9 (accuracy) to 1e-7 (ONNX parity): a fixed number of decimals hides one.
+        return format(value, ".4g") if isinstance(value, float) else str(value)
+
+    return (f"{check.get('name', '?')} {shown(check.get('value'))}, "
+            f"required {check.get('comparison', '')} {shown(check.get('threshold'))}")
+
+
+def readiness(metadata: Mapping[str, Any]) -> Readiness:
+    """Promotable only when the quality gate passed and the newest acceptance-test run passed."""
+    version = str(metadata.get("version", "?"))
+    problems: list[str] = []
+    reasons: list[str] = []
+    gate = metadata.get("gate") if isinstance(metadata.get("gate"), dict) else {}
+    if "passed" not in gate:
+        problems.append("no quality gate result")
+        reasons.append("its metadata records no quality gate result")
+    elif gate["passed"] is not True:
+        problems.append("quality gate failed")
+        failed = "; ".join(check_text(check) for check in failed_gate_checks(metadata))
+        reasons.append("the quality gate failed" + (f" ({failed})" if failed else ""))
+    run = last_test_run(metadata)
+    if run is None:
+        problems.append("acceptance tests not run yet")
+        reasons.append(f"it has no acceptance-test run yet (run `make unittest VERSION={version}`)")
+    elif not run_passed(run):
+        if run.get("failed", 1) == 0:
+            problems.append("acceptance tests ran no test")
+            reasons.append(f"its last acceptance-test run, at {run.get('at', '?')}, ran no test")
+        else:
+            problems.append("acceptance tests failed")
+            reasons.append(
+                f"its last acceptance-test run failed ({run.get('failed', '?')} failed, "
+                f"{run.get('passed', '?')} passed, at {run.get('at', '?')})"
+            )
+    if not problems:
+        return Readiness(True, (), (), promote_command(version))
+    return Readiness(False, tuple(problems), tuple(reasons), f"{version} cannot be promoted: {'; '.join(reasons)}.")

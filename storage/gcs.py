@@ -1,0 +1,224 @@
+"""The Google Cloud Storage backend: objects under ``gs://BUCKET/PREFIX``.
+
+Credentials are found the usual way (Application Default Credentials: ``gcloud auth
+application-default login`` on a laptop, Workload Identity on GKE); ``STORAGE_EMULATOR_HOST``
+points the client at an emulator (the tests use fake-gcs-server). Preconditions make the
+operations atomic: ``if_generation_match=0`` creates only if absent, ``if_generation_match=<gen>``
+replaces only an unchanged object. Transient errors are retried by the client's retry policy;
+conditional writes are retried too, because the precondition makes them safe to repeat.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from storage.base import (
+    AlreadyExists,
+    GenerationMismatch,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    check_relative,
+    join,
+)
+
+CREDENTIALS_HELP = (
+    "no Google Cloud credentials found: run `gcloud auth application-default login`, set "
+    "GOOGLE_APPLICATION_CREDENTIALS, or use Workload Identity on GKE"
+)
+
+
+def parse_gcs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    rest = uri[len("gs://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: a gs:// URI needs a bucket name (gs://BUCKET/PREFIX)")
+    return bucket, prefix.strip("/")
+
+
+class GCSStorage:
+    """Objects under a prefix of a Google Cloud Storage bucket."""
+
+    def __init__(self, uri: str, client=None):
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+        from google.cloud import storage as gcs
+        from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
+
+        self.uri = uri.rstrip("/")
+        self.bucket_name, self.prefix = parse_gcs_uri(uri)
+        self._errors = api_exceptions
+        self._retry, self._conditional_retry = DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
+        try:
+            self.client = client or gcs.Client()
+        except auth_exceptions.DefaultCredentialsError as exc:
+            raise StorageError(f"{uri}: {CREDENTIALS_HELP}") from exc
+        self.bucket = self.client.bucket(self.bucket_name)
+
+    def describe(self, relative: str) -> str:
+        return f"{self.uri}/{relative}"
+
+    def _name(self, relative: str) -> str:
+        return join(self.prefix, check_relative(relative))
+
+    def _relative(self, name: str) -> str:
+        return name[len(self.prefix) + 1:] if self.prefix else name
+
+    def _failure(self, exc: Exception, what: str) -> StorageError:
+        """A StorageError that names the operation and the object, for an unexpected API error."""
+        if isinstance(exc, self._errors.NotFound) and "bucket" in str(exc).lower():
+            return StorageError(f"{what}: bucket gs://{self.bucket_name} does not exist")
+        if isinstance(exc, self._errors.Forbidden):
+            return StorageError(f"{what}: permission denied ({exc.message})")
+        cause = getattr(exc, "cause", None)  # a RetryError carries the last error it retried
+        detail = f"{getattr(exc, 'message', exc)}" + (f" (last error: {type(cause).__name__}: {cause})" if cause else "")
+        return StorageError(f"{what}: {type(exc).__name__}: {detail}")
+
+    # --- reading --------------------------------------------------------------------------
+
+    def exists(self, relative: str) -> bool:
+        try:
+            return self.bucket.blob(self._name(relative)).exists(retry=self._retry)
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot look up {self.describe(relative)}") from exc
+
+    def read_with_generation(self, relative: str) -> tuple[bytes, str]:
+        """The content and the generation it was read at (one consistent read)."""
+        blob = self.bucket.blob(self._name(relative))
+        try:
+            data = blob.download_as_bytes(retry=self._retry)
+        except self._errors.NotFound as exc:
+            raise ObjectNotFound(f"{self.describe(relative)} does not exist") from exc
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot read {self.describe(relative)}") from exc
+        return data, str(blob.generation)
+
+    def read(self, relative: str) -> bytes:
+        return self.read_with_generation(relative)[0]
+
+    def find(self, prefix: str, filename: str) -> list[str]:
+        """Names of the folders directly under ``prefix`` that hold an object ``filename``.
+
+        One listing filtered by the server (``match_glob``), however many folders there are. The
+        names are checked here too: fake-gcs-server, which the tests use, ignores ``match_glob``.
+        """
+        base = join(self.prefix, prefix)
+        base = base + "/" if base else ""
+        try:
+            blobs = self.client.list_blobs(self.bucket_name, prefix=base, match_glob=f"{base}*/{filename}",
+                                           retry=self._retry)
+            parts = (blob.name[len(base):].split("/") for blob in blobs)
+            return sorted(part[0] for part in parts if len(part) == 2 and part[1] == filename)
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
+
+    def list(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """Names of the objects and sub-prefixes directly under ``prefix`` (a delimiter listing)."""
+        base = join(self.prefix, prefix)
+        base = base + "/" if base else ""
+        try:
+            pages = self.client.list_blobs(self.bucket_name, prefix=base, delimiter="/", retry=self._retry)
+            files = [blob.name[len(base):] for blob in pages]
+            folders = [name[len(base):].rstrip("/") for name in pages.prefixes]
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
+        return sorted(name for name in files if name), sorted(folders)
+
+    def walk(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under ``prefix``, sorted by path; one listing, paged by the client."""
+        base = join(self.prefix, prefix)
+        base = base + "/" if base else ""
+        try:
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=base, retry=self._retry))
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
+        return sorted(
+            (ObjectInfo(self._relative(b.name), int(b.size or 0), str(b.generation), b.md5_hash,
+                        b.updated.timestamp() if b.updated else 0.0)
+             for b in blobs if not b.name.endswith("/")),
+            key=lambda info: info.path,
+        )
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write(self, relative: str, data: bytes) -> None:
+        """Write unconditionally (an upload is atomic: readers see the old or the new object)."""
+        try:
+            self.bucket.blob(self._name(relative)).upload_from_string(data, retry=self._retry)
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
+
+    def _same_content(self, relative: str, data: bytes) -> bool:
+        """After a refused retry: was it our own earlier attempt that got through?
+
+        Sound only because every conditional write in this project carries a unique id (a claim
+        id, a lease token, an audit name), so no other writer ever writes the same bytes.
+        """
+        try:
+            return self.read(relative) == data
+        except ObjectNotFound:
+            return False
+
+    def create(self, relative: str, data: bytes) -> str:
+        """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation."""
+        blob = self.bucket.blob(self._name(relative))
+        try:
+            blob.upload_from_string(data, if_generation_match=0, retry=self._conditional_retry)
+        except self._errors.PreconditionFailed as exc:
+            # A retried upload whose first attempt landed is refused too; that one is ours.
+            if self._same_content(relative, data):
+                return self._generation(relative)
+            raise AlreadyExists(f"{self.describe(relative)} already exists") from exc
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot create {self.describe(relative)}") from exc
+        return str(blob.generation)
+
+    def _generation(self, relative: str) -> str:
+        return str(self.bucket.get_blob(self._name(relative), retry=self._retry).generation)
+
+    def replace(self, relative: str, data: bytes, if_generation: str) -> str:
+        """Write only if the object still has ``if_generation``; return the new generation."""
+        blob = self.bucket.blob(self._name(relative))
+        try:
+            blob.upload_from_string(data, if_generation_match=int(if_generation), retry=self._conditional_retry)
+        except self._errors.PreconditionFailed as exc:
+            if self._same_content(relative, data):
+                return self._generation(relative)
+            raise GenerationMismatch(f"{self.describe(relative)} changed since it was read") from exc
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot replace {self.describe(relative)}") from exc
+        return str(blob.generation)
+
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy (no download); create-only at the target.
+
+        fake-gcs-server, which the tests use, ignores preconditions on copies, so there a copy
+        over an existing object succeeds; the registry never relies on this refusal alone (it
+        copies into a fresh folder and commits with a create-only metadata.json).
+        """
+        source_blob = self.bucket.blob(self._name(source))
+        try:
+            self.bucket.copy_blob(source_blob, self.bucket, self._name(target), if_generation_match=0,
+                                  retry=self._conditional_retry)
+        except self._errors.PreconditionFailed as exc:
+            raise AlreadyExists(f"{self.describe(target)} already exists") from exc
+        except self._errors.NotFound as exc:
+            raise ObjectNotFound(f"{self.describe(source)} does not exist") from exc
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot copy {self.describe(source)}") from exc
+
+    def delete(self, relative: str) -> None:
+        """Delete one object; a missing one is not an error."""
+        try:
+            self.bucket.blob(self._name(relative)).delete(retry=self._retry)
+        except self._errors.NotFound:
+            return
+        except self._errors.GoogleAPIError as exc:
+            raise self._failure(exc, f"cannot delete {self.describe(relative)}") from exc
+
+
+def md5_base64(data: bytes) -> str:
+    """The MD5 of ``data`` as GCS reports it (base64), to skip uploading unchanged objects."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
