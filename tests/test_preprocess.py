@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from api_helpers import png_header_only
 from helpers import REPO_ROOT, clean_env
 from model.config import load_params
 from model.preprocess import (
@@ -45,14 +44,6 @@ def encoded(fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), (90, 90, 90)).save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` and carries no pixels: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 # --- 16-bit gray: one rule ------------------------------------------------------------------------
