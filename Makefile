@@ -87,6 +87,10 @@ stop: setup ## stop the local background API
 test: setup-dev ## run the software tests (tests/)
 	$(PY) -m pytest tests
 
+.PHONY: bench
+bench: setup ## benchmarks, one table per section (serving: the API over HTTP vs the in-process limit)
+	$(PY) -m scripts.bench
+
 .PHONY: clean
 clean: ## remove the sample data, local registry, outbox and run files (keeps .venv)
 	rm -rf data .registry outbox $(RUN_DIR)

@@ -8,15 +8,22 @@ REGISTRY_URI        registry root (``registry_uri``)
 MODEL_STAGE         stage the model is read from: ``production`` (default) or ``testing``
 MODEL_VERSION       serve this version only; None follows the production pointer
 RELOAD_INTERVAL_S   seconds between looks at the pointer; 0 looks only at start
-MAX_CONTENT_LENGTH  larger request bodies answer 413 (``api.max_bytes``)
+MAX_CONTENT_LENGTH  larger ``/predict`` bodies answer 413 (``api.max_bytes``)
+MAX_BATCH_BYTES     larger ``/predict/batch`` bodies answer 413 (``api.max_batch_bytes``)
+MAX_BATCH_IMAGES    more images in one batch answer 413 (``api.max_batch_images``)
 MAX_PIXELS          larger images answer 413 (``api.max_pixels``)
 MIN_SIDE            images with a smaller side answer 400 (``api.min_side``)
 INTRA_OP_THREADS    onnxruntime threads per inference; 0 uses every core
+CHANNEL_TIMEOUT_S   the server closes a connection silent this long (``api.channel_timeout_s``)
 ==================  ===============================================================
+
+Every answer carries ``X-Model-Version`` and ``X-Request-ID`` and is counted, timed and logged as
+one JSON line (``api.requestlog``), errors included.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Mapping
@@ -24,37 +31,23 @@ from typing import Any, Mapping
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from api.errors import ApiError, error_code, error_payload
+from api.inputs import batch_uploads, single_image_bytes
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
 from api.model_holder import ModelHolder
 from api.openapi import openapi_document
 from api.predictor import Predictor
+from api.requestlog import REQUEST_ID_HEADER, log_request, request_id
 from model.config import ConfigError, load_params
 from model.preprocess import ImageError, image_bytes_to_array
 from registry.store import STAGES, Registry
 
 LOG = logging.getLogger(__name__)
-
-RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
-MULTIPART_FIELD = "image"
-# Error codes of the HTTP errors Flask raises itself; the others come from the exceptions below.
-HTTP_ERROR_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_many_bytes",
-    415: "unsupported_media_type",
-}
+UNMATCHED_ROUTE = "unmatched"  # the route label of requests no endpoint matched
+SERVER_ROUTE = "server"  # ... and of those the HTTP server refused before the app saw them
 
 bp = Blueprint("api", __name__)
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def default_config(params: Mapping[str, Any]) -> dict:
@@ -66,9 +59,12 @@ def default_config(params: Mapping[str, Any]) -> dict:
         "MODEL_VERSION": None,
         "RELOAD_INTERVAL_S": api["reload_interval_s"],
         "MAX_CONTENT_LENGTH": api["max_bytes"],
+        "MAX_BATCH_BYTES": api["max_batch_bytes"],
+        "MAX_BATCH_IMAGES": api["max_batch_images"],
         "MAX_PIXELS": api["max_pixels"],
         "MIN_SIDE": api["min_side"],
         "INTRA_OP_THREADS": api["intra_op_threads"],
+        "CHANNEL_TIMEOUT_S": api["channel_timeout_s"],
     }
 
 
@@ -94,13 +90,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         intra_op_threads=int(app.config["INTRA_OP_THREADS"]),
     )
     app.extensions["model_holder"] = holder
-    app.extensions["metrics"] = Metrics()
+    app.extensions["metrics"] = Metrics(holder)
     app.register_blueprint(bp)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ImageError, _image_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.before_request(_start_request)
     app.after_request(_finish_response)
+    app.teardown_request(_end_request)
     holder.start()
     return app
 
@@ -117,46 +115,58 @@ def _served_predictor() -> Predictor:
     """The model for this request, pinned in ``g`` so its version is the one in the header."""
     predictor = _holder().predictor
     if predictor is None:
-        raise ApiError(503, "no_model", "no model is loaded yet; retry once one is promoted")
+        wanted, problem = _holder().wanted
+        why = f" ({wanted}: {problem})" if wanted and problem else ""
+        raise ApiError(503, "no_model", f"no model is loaded yet{why}; retry once one is promoted")
     g.predictor = predictor
     return predictor
 
 
-def _request_image_bytes() -> bytes:
-    """The image of a prediction request, raw body or multipart field ``image``."""
-    mimetype = request.mimetype
-    if mimetype == "multipart/form-data":
-        upload = request.files.get(MULTIPART_FIELD)
-        if upload is None:
-            raise ApiError(
-                400, "missing_field", f"multipart requests carry the image in the field {MULTIPART_FIELD!r}"
-            )
-        return upload.read()
-    if mimetype in RAW_IMAGE_TYPES:
-        return request.get_data(cache=False)
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {mimetype or '(none)'} is not accepted; send the image as "
-        f"{', '.join(RAW_IMAGE_TYPES)} or as the multipart/form-data field {MULTIPART_FIELD!r}",
-    )
+def _decode(data: bytes, predictor: Predictor):
+    """The network input for one image of the request, counted as ok or by its error code."""
+    config = current_app.config
+    try:
+        image = image_bytes_to_array(data, predictor.image_size, max_pixels=config["MAX_PIXELS"],
+                                     min_side=config["MIN_SIDE"])
+    except ImageError as exc:
+        _metrics().count_image(exc.code)
+        raise
+    _metrics().count_image("ok")
+    return image
+
+
+def _prediction(predictor: Predictor, label: str, probabilities: dict[str, float]) -> dict:
+    return {"model_version": predictor.version, "label": label, "probabilities": probabilities}
 
 
 @bp.post("/predict")
 def predict():
     """Classify one image."""
-    started = time.perf_counter()
-    image_bytes = _request_image_bytes()
+    data = single_image_bytes(request)
     predictor = _served_predictor()
-    image = image_bytes_to_array(
-        image_bytes,
-        predictor.image_size,
-        max_pixels=current_app.config["MAX_PIXELS"],
-        min_side=current_app.config["MIN_SIDE"],
-    )
-    label, probabilities = predictor.classify(image)
-    _metrics().observe_prediction(time.perf_counter() - started)
-    return jsonify(model_version=predictor.version, label=label, probabilities=probabilities)
+    label, probabilities = predictor.classify(_decode(data, predictor))
+    return jsonify(_prediction(predictor, label, probabilities))
+
+
+@bp.post("/predict/batch")
+def predict_batch():
+    """Classify several images in one ``session.run``; a bad image gets its own error entry."""
+    config = current_app.config
+    uploads = batch_uploads(request, config["MAX_BATCH_IMAGES"], config["MAX_BATCH_BYTES"])
+    predictor = _served_predictor()
+    entries: list[dict | None] = []
+    images, slots = [], []
+    for upload in uploads:
+        try:
+            images.append(_decode(upload.read(), predictor))
+        except ImageError as exc:
+            entries.append(error_payload(exc.code, str(exc)))
+            continue
+        slots.append(len(entries))
+        entries.append(None)
+    for slot, (label, probabilities) in zip(slots, predictor.classify_batch(images)):
+        entries[slot] = _prediction(predictor, label, probabilities)
+    return jsonify(entries)
 
 
 @bp.get("/healthz")
@@ -167,9 +177,10 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: a model is loaded."""
+    """Readiness: a model is loaded; also which version the registry wants, and why not, if not."""
     predictor = _served_predictor()
-    return jsonify(status="ready", model_version=predictor.version)
+    wanted, problem = _holder().wanted
+    return jsonify(status="ready", model_version=predictor.version, wanted_version=wanted, wanted_error=problem)
 
 
 @bp.get("/model")
@@ -181,21 +192,17 @@ def model():
 @bp.get("/metrics")
 def metrics():
     """Prometheus metrics."""
-    holder = _holder()
-    predictor = holder.predictor
-    text = _metrics().render(predictor.version if predictor else None, holder.load_counts)
-    return Response(text, content_type=METRICS_CONTENT_TYPE)
+    return Response(_metrics().render(), content_type=METRICS_CONTENT_TYPE)
 
 
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document of this API."""
-    config = current_app.config
-    return jsonify(openapi_document(config["MAX_CONTENT_LENGTH"], config["MAX_PIXELS"], config["MIN_SIDE"]))
+    return jsonify(openapi_document(current_app.config))
 
 
 def _error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify(error={"code": code, "message": message})
+    response = jsonify(error_payload(code, message))
     response.status_code = status
     return response
 
@@ -209,14 +216,13 @@ def _image_error(exc: ImageError) -> Response:
 
 
 def _http_error(exc: HTTPException) -> Response:
-    """Flask's own errors (404, 405, 413 ...) as JSON, keeping headers such as ``Allow``."""
+    """Werkzeug's own errors (404, 405, 413 ...) as JSON, keeping headers such as ``Allow``."""
     response = exc.get_response()
     status = exc.code or 500
-    code = HTTP_ERROR_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name or "request failed"
     if status == 413:
-        message = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
-    response.set_data(jsonify(error={"code": code, "message": message}).get_data())
+        message = f"the request body is larger than {request.max_content_length} bytes"
+    response.set_data(jsonify(error_payload(error_code(status, exc.name or "error"), message)).get_data())
     response.content_type = "application/json"
     return response
 
@@ -227,10 +233,42 @@ def _unexpected_error(exc: Exception) -> Response:
     return _error_response(500, "internal_error", "internal error; the server log has the details")
 
 
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+    _metrics().in_flight.inc()
+    g.in_flight = True
+
+
 def _finish_response(response: Response) -> Response:
-    """Add ``X-Model-Version`` to every answer and count the request."""
+    """Mark the answer with the model version and request id; count, time and log the request."""
     predictor = g.get("predictor") or _holder().predictor
-    response.headers["X-Model-Version"] = predictor.version if predictor else "none"
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    _metrics().count_request(endpoint, response.status_code)
+    version = predictor.version if predictor else None
+    rid = g.get("request_id") or request_id(None)
+    response.headers["X-Model-Version"] = version or "none"
+    response.headers[REQUEST_ID_HEADER] = rid
+    route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    _metrics().observe_request(route, response.status_code, seconds)
+    log_request(rid, request.method, route, response.status_code, seconds, version)
     return response
+
+
+def _end_request(_exc: BaseException | None) -> None:
+    if g.pop("in_flight", False):
+        _metrics().in_flight.dec()
+
+
+def server_error_answer(app: Flask, status: int, message: str, sent_request_id: str | None,
+                        method: str = "") -> tuple[list[tuple[str, str]], bytes]:
+    """Headers and JSON body of an error the HTTP server answers before the app sees the request
+    (a body over the server's cap, a malformed request); counted and logged like any request."""
+    holder: ModelHolder = app.extensions["model_holder"]
+    version = holder.predictor.version if holder.predictor else None
+    rid = request_id(sent_request_id)
+    body = json.dumps(error_payload(error_code(status), message)).encode()
+    app.extensions["metrics"].observe_request(SERVER_ROUTE, status, 0.0)
+    log_request(rid, method, SERVER_ROUTE, status, 0.0, version)
+    headers = [("Content-Type", "application/json"), ("X-Model-Version", version or "none"),
+               (REQUEST_ID_HEADER, rid)]
+    return headers, body

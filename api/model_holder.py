@@ -44,7 +44,10 @@ class ModelHolder:
         self.intra_op_threads = intra_op_threads
         self.load_counts = {"success": 0, "failure": 0}
         self._predictor: Predictor | None = None
-        self._rejected: set[str] = set()  # versions that can never be served: files never change
+        # (wanted version, why it is not served or None), replaced as one tuple so that readers
+        # never see the version of one poll with the error of another.
+        self._wanted: tuple[str | None, str | None] = (version, None)
+        self._rejected: dict[str, str] = {}  # version -> why it can never be served (files never change)
         self._reported: dict[str, str] = {}  # last problem logged per subject, to log it once
         self._load_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -54,6 +57,11 @@ class ModelHolder:
     def predictor(self) -> Predictor | None:
         """The model being served, or None while none could be loaded."""
         return self._predictor
+
+    @property
+    def wanted(self) -> tuple[str | None, str | None]:
+        """The version the registry asks for, and one line saying why it is not served (or None)."""
+        return self._wanted
 
     def wanted_version(self) -> str | None:
         """The version that should be served: the fixed one, else the production pointer's."""
@@ -68,26 +76,34 @@ class ModelHolder:
             try:
                 version = self.wanted_version()
             except TRANSIENT_ERRORS as exc:
-                self._report("pointer", f"cannot read the production pointer: {exc}")
+                message = one_line(f"cannot read the production pointer: {exc}")
+                self._wanted = (self._wanted[0], message)
+                self._report("pointer", message)
                 return False
             self._reported.pop("pointer", None)  # a later outage is logged again
             served = self._predictor
-            if version is None or version in self._rejected:
+            if version is None or (served is not None and served.version == version):
+                self._wanted = (version, None)
                 return False
-            if served is not None and served.version == version:
+            if version in self._rejected:
+                self._wanted = (version, self._rejected[version])
                 return False
             try:
                 predictor = self._load(version)
             except ModelUnusable as exc:
-                self._rejected.add(version)
+                self._rejected[version] = one_line(f"rejected: {exc}")
+                self._wanted = (version, self._rejected[version])
                 self.load_counts["failure"] += 1
                 LOG.error("model %s rejected, still serving %s: %s", version, _name(served), exc)
                 return False
             except TRANSIENT_ERRORS as exc:
+                message = one_line(f"cannot read model {version} ({exc}); retrying")
+                self._wanted = (version, message)
                 self.load_counts["failure"] += 1
-                self._report(version, f"cannot read model {version} ({exc}); retrying")
+                self._report(version, message)
                 return False
             self._predictor = predictor
+            self._wanted = (version, None)
             self.load_counts["success"] += 1
             LOG.info("model %s loaded and warmed up; it replaces %s", version, _name(served))
             return True
@@ -127,6 +143,11 @@ class ModelHolder:
                 # The poller must outlive any surprise, or the API would silently stop following
                 # the registry; the expected failures are handled inside refresh().
                 LOG.exception("unexpected error while looking for a new model")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: onnxruntime's errors span several."""
+    return " ".join(message.split())
 
 
 def _name(predictor: Predictor | None) -> str:

@@ -101,7 +101,15 @@ class Predictor:
 
     def classify(self, image: np.ndarray) -> tuple[str, dict[str, float]]:
         """The label and the probability of every class for one image ``(S, S, 1)``."""
-        probabilities = self.predict(image[np.newaxis])[0]
+        return self.classify_batch([image])[0]
+
+    def classify_batch(self, images: list[np.ndarray]) -> list[tuple[str, dict[str, float]]]:
+        """``classify`` for several images, in one ``session.run``."""
+        if not images:
+            return []
+        return [self._labelled(row) for row in self.predict(np.stack(images))]
+
+    def _labelled(self, probabilities: np.ndarray) -> tuple[str, dict[str, float]]:
         by_class = {name: float(p) for name, p in zip(self.classes, probabilities)}
         return self.classes[int(np.argmax(probabilities))], by_class
 

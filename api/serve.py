@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -17,28 +18,75 @@ import click
 import waitress
 from flask import Flask
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
 
-from api.app import create_app
+from api.app import create_app, server_error_answer
+from api.requestlog import configure_logging
 from model.config import ConfigError, describe, load_params
 from storage import StorageError
 from registry.store import STAGES, RegistryError
 
 LOG = logging.getLogger("api.serve")
 
-# Waitress buffers a whole body before the app sees it. Flask answers bodies over
-# MAX_CONTENT_LENGTH with a JSON 413; this cap stops waitress itself from buffering far larger
-# ones (it answers those with its own plain-text 413).
-SERVER_BODY_CAP_FACTOR = 4
 LOOP_TIMEOUT_S = 1.0
+DEFAULT_CLEANUP_INTERVAL_S = 30  # waitress looks for silent connections this often (its default)
+# One recv per 64 kB instead of waitress's 8 kB: a 40 kB image takes one turn of the I/O loop, not five.
+RECV_BYTES = 65536
+
+
+class JsonErrorTask(ErrorTask):
+    """Waitress's own error answers (a body over its cap, a malformed request) as the API's JSON
+    error, with the same headers, counting and log line as the app's answers."""
+
+    def execute(self):
+        error = self.request.error
+        server = self.channel.server
+        if error.code == 413:
+            message = f"the request body is larger than {server.adj.max_request_body_size} bytes"
+        else:
+            message = f"{error.reason}: {error.body}"
+        headers, body = server_error_answer(self.channel.app, error.code, message,
+                                            self.request.headers.get("X_REQUEST_ID"),
+                                            getattr(self.request, "command", "") or "")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend(headers)
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress channel whose own error answers are the API's; ``app`` is set per server."""
+
+    error_task_class = JsonErrorTask
+    app: Flask
 
 
 def make_server(app: Flask, host: str, port: int, threads: int, socket_map: dict | None = None):
-    """A bound waitress server for ``app`` (port 0 picks a free port); raises OSError if busy."""
-    max_bytes = app.config.get("MAX_CONTENT_LENGTH") or 0
-    options = {"max_request_body_size": max_bytes * SERVER_BODY_CAP_FACTOR} if max_bytes else {}
-    return waitress.create_server(
-        app, map=socket_map, host=host, port=port, threads=threads, ident="xray-api", **options
+    """A bound waitress server for ``app`` (port 0 picks a free port); raises OSError if busy.
+
+    Waitress reads a whole body (spooling it to a temporary file past 512 kB) before a worker
+    thread sees the request, so a slow or stalled client never holds a worker; a connection silent
+    for ``CHANNEL_TIMEOUT_S`` is closed. Its body cap is the largest body any route accepts, so an
+    endless chunked body or a huge Content-Length stops there (answered by :class:`JsonErrorTask`);
+    Flask enforces each route's own limit below it.
+    """
+    config = app.config
+    cap = max(config["MAX_CONTENT_LENGTH"], config["MAX_BATCH_BYTES"])
+    timeout = max(1, int(config["CHANNEL_TIMEOUT_S"]))
+    socket_map = {} if socket_map is None else socket_map
+    server = waitress.create_server(
+        app, map=socket_map, host=host, port=port, threads=threads, ident="xray-api",
+        max_request_body_size=cap, channel_timeout=timeout,
+        cleanup_interval=min(timeout, DEFAULT_CLEANUP_INTERVAL_S), recv_bytes=RECV_BYTES,
     )
+    channel_class = type(JsonErrorChannel.__name__, (JsonErrorChannel,), {"app": app})
+    for listener in [server, *socket_map.values()]:  # one per listening socket
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = channel_class
+    return server
 
 
 def bound_address(server) -> tuple[str, int]:
@@ -123,7 +171,7 @@ def main(host, port, threads, registry_uri, stage, model_version, port_file):
     Example:
       python -m api.serve --stage testing --version v0007-20261127T133000Z --port 0 --port-file .run/api.port
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if stage != "production" and not model_version:
         raise click.UsageError(f"--stage {stage} needs --version")
     try:
@@ -140,6 +188,7 @@ def main(host, port, threads, registry_uri, stage, model_version, port_file):
         raise click.ClickException(str(exc)) from exc
     holder = app.extensions["model_holder"]
     api = params["api"]
+    sys.setswitchinterval(api["switch_interval_ms"] / 1000)
     try:
         server = start_in_thread(app, api["host"], api["port"], api["threads"])
     except OSError as exc:

@@ -2,6 +2,8 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
+Images are read by the API's rules (model/preprocess.py): PNG and JPEG only, and the pixel budget
+``api.max_pixels``, so a model is never trained on an image the API would refuse.
 An image found in two splits (same pixels) would leak training data into evaluation: its copies
 outside the earliest split (train, then validation, then test) are excluded and reported.
 """
@@ -14,16 +16,16 @@ from collections import Counter, defaultdict
 import click
 
 from model.dataset import SPLITS, Dataset
-from model.preprocess import ImageError, open_image
+from model.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image
 
 
 class ValidationFailed(RuntimeError):
     """The dataset does not meet the requirements; the message lists every problem."""
 
 
-def pixel_digest(data: bytes) -> tuple[str, str, str]:
+def pixel_digest(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, str]:
     """Decode image bytes; return (sha256 of mode, size and pixels, mode, "WxH")."""
-    image = open_image(data)
+    image = open_image(data, max_pixels=max_pixels)
     size = f"{image.size[0]}x{image.size[1]}"
     digest = hashlib.sha256(f"{image.mode}{size}".encode() + image.tobytes()).hexdigest()
     return digest, image.mode, size
@@ -32,6 +34,7 @@ def pixel_digest(data: bytes) -> tuple[str, str, str]:
 def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> tuple[dict, Dataset]:
     """Check ``dataset``; return the JSON report and the dataset of usable examples."""
     data_params = params["data"]
+    max_pixels = params["api"]["max_pixels"]
     corrupt, modes, sizes = [], Counter(), Counter()
     by_pixels: dict[str, list] = defaultdict(list)
     readable = []
@@ -39,7 +42,7 @@ def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> t
                            hidden=not progress) as bar:
         for example in bar:
             try:
-                digest, mode, size = pixel_digest(dataset.read_bytes(example.path))
+                digest, mode, size = pixel_digest(dataset.read_bytes(example.path), max_pixels)
             except (ImageError, OSError) as exc:
                 corrupt.append({"path": example.path, "error": str(exc)})
                 continue

@@ -17,6 +17,8 @@ import requests
 
 from model.config import REPO_ROOT
 
+PROC = Path("/proc")
+
 
 class ApiProcessError(RuntimeError):
     """The API process did not start, did not become ready, or could not be stopped."""
@@ -65,6 +67,25 @@ def healthz_headers(url: str):
 def is_model_api(headers) -> bool:
     """True for this project's API, which marks every answer with X-Model-Version."""
     return "X-Model-Version" in headers
+
+
+def is_our_api(pid: int, url: str | None, proc: Path = PROC) -> bool:
+    """Whether ``pid`` is this checkout's API, before anyone waits on it or signals it.
+
+    A pid file outlives its process: after a reboot its number may belong to anything. Where
+    ``/proc`` exists the process must run ``-m api.serve`` from this repository; elsewhere the API
+    must answer ``/healthz`` at ``url``, the address it recorded when it started.
+    """
+    if (proc / "self").is_dir():
+        try:
+            arguments = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / str(pid) / "cwd"))
+        except OSError:  # gone, or another user's process: not one we started
+            return False
+        runs_api = any(arguments[i:i + 2] == [b"-m", b"api.serve"] for i in range(len(arguments)))
+        return runs_api and cwd == REPO_ROOT
+    headers = healthz_headers(url) if url else None
+    return headers is not None and is_model_api(headers)
 
 
 def wait_until_serving(url: str, version: str | None, timeout_s: float, is_alive, log_path: Path) -> str:

@@ -3,6 +3,9 @@
 ``start`` runs ``python -m api.serve`` in the background (pid and log in the run directory) when
 it is not running, and waits until it serves the production version. A running API picks up a
 new production version by itself; ``start`` then waits until it has switched.
+
+The run directory holds ``api.pid``, ``api.port`` (written by the API once bound) and ``api.log``.
+A pid is trusted only once it is known to be our API (``scripts.api_process.is_our_api``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from scripts.api_process import (
     ApiProcessError,
     healthz_headers,
     is_model_api,
+    is_our_api,
     log_tail,
     pid_alive,
     served_version,
@@ -30,18 +34,32 @@ run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False, path
                               show_default=True, help="Where the pid and log files live.")
 
 
-def _paths(run_dir: Path) -> tuple[Path, Path]:
-    return run_dir / "api.pid", run_dir / "api.log"
+def _paths(run_dir: Path) -> tuple[Path, Path, Path]:
+    return run_dir / "api.pid", run_dir / "api.log", run_dir / "api.port"
 
 
-def running_pid(run_dir: Path) -> int | None:
-    """The pid of the background API started from ``run_dir``, if it still runs."""
-    pid_file, _ = _paths(run_dir)
+def running_pid(run_dir: Path, host: str) -> int | None:
+    """The pid of the background API started from ``run_dir``, if it still runs and is that API.
+
+    A pid file naming any other process (left by a crash, its number reused after a reboot) is
+    removed, so nobody waits on that process or signals it.
+    """
+    pid_file, _, port_file = _paths(run_dir)
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid):
+        return None
+    try:
+        url = f"http://{host}:{int(port_file.read_text())}"
+    except (FileNotFoundError, ValueError):
+        url = None
+    if is_our_api(pid, url):
+        return pid
+    click.echo(f"{pid_file} names pid {pid}, which is not the API: a stale file, removed", err=True)
+    pid_file.unlink(missing_ok=True)
+    return None
 
 
 def _params() -> dict:
@@ -79,8 +97,8 @@ def start(run_dir):
     if pointer is None:
         raise click.ClickException("nothing is in production yet: run `make promote` first")
     version = pointer["version"]
-    pid_file, log_path = _paths(run_dir)
-    pid = running_pid(run_dir)
+    pid_file, log_path, port_file = _paths(run_dir)
+    pid = running_pid(run_dir, params["api"]["host"])
     headers = None if pid else healthz_headers(url)
     if headers is not None and not is_model_api(headers):
         raise click.ClickException(f"something else answers at {url}; stop it or set API_PORT to another port")
@@ -93,7 +111,8 @@ def start(run_dir):
             wait_until_serving(url, version, timeout, still_up, log_path)
             click.echo(f"{url} now serves {version}")
             return
-        process = spawn_api([], log_path, detach=True)
+        port_file.unlink(missing_ok=True)
+        process = spawn_api(["--port-file", str(port_file)], log_path, detach=True)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{process.pid}\n")
         wait_until_serving(url, version, timeout, lambda: process.poll() is None, log_path)
@@ -107,14 +126,15 @@ def start(run_dir):
 @run_dir_option
 def stop(run_dir):
     """Stop the background API started by `make promote`."""
-    pid_file, _ = _paths(run_dir)
-    pid = running_pid(run_dir)
+    pid_file, _, port_file = _paths(run_dir)
+    pid = running_pid(run_dir, _params()["api"]["host"])
+    if pid is not None:
+        stop_pid(pid)
+    pid_file.unlink(missing_ok=True)
+    port_file.unlink(missing_ok=True)
     if pid is None:
-        pid_file.unlink(missing_ok=True)
         click.echo("the API is not running")
         return
-    stop_pid(pid)
-    pid_file.unlink(missing_ok=True)
     click.echo(f"stopped the API (pid {pid})")
 
 
@@ -123,7 +143,7 @@ def stop(run_dir):
 def status(run_dir):
     """Say whether the background API runs and which version it serves."""
     params = _params()
-    pid = running_pid(run_dir)
+    pid = running_pid(run_dir, params["api"]["host"])
     if pid is None:
         click.echo("the API is not running")
         return

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import time
+import zlib
 
 import numpy as np
 import onnx
+import pytest
+import requests
 from onnx import TensorProto, helper
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
+from api.app import create_app
+from api.serve import start_in_thread
 from registry.store import Registry
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
@@ -127,3 +135,125 @@ def gradient_png(size: int = 64) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, "L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and carries no pixels: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+# --- the API under real waitress on a loopback port ---------------------------------------------
+
+MAX_BYTES = 200_000
+MAX_BATCH_BYTES = 400_000
+MAX_BATCH_IMAGES = 4
+MAX_PIXELS = 1_000_000
+MIN_SIDE = 16
+PNG = {"Content-Type": "image/png"}
+TIMEOUT_S = 10
+
+
+class RunningApi:
+    """An app served by waitress on a free loopback port."""
+
+    def __init__(self, app, server):
+        self.app, self.server, self.url = app, server, server.url
+        self.http = requests.Session()
+
+    def get(self, path, **kwargs):
+        return self.http.get(self.url + path, timeout=TIMEOUT_S, **kwargs)
+
+    def post(self, path="/predict", **kwargs):
+        return self.http.post(self.url + path, timeout=TIMEOUT_S, **kwargs)
+
+    def predict_png(self, png: bytes, **kwargs):
+        return self.post(data=png, headers={**PNG, **kwargs.pop("headers", {})}, **kwargs)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric(self.get("/metrics").text, name, **labels)
+
+    @property
+    def holder(self):
+        return self.app.extensions["model_holder"]
+
+    def close(self):
+        self.http.close()
+        self.server.stop()
+        self.holder.stop()
+
+
+def wait_for(condition, timeout=TIMEOUT_S, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {message}")
+
+
+def assert_json_error(response, status: int, code: str) -> dict:
+    """The error contract: status, JSON body of exactly {"error": {code, message}}, no trace."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "X-Model-Version" in response.headers and "X-Request-ID" in response.headers
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text (its full name and labels), 0 if absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry(str(tmp_path / "registry"))
+
+
+@pytest.fixture
+def serve(registry):
+    """Start the API on the test registry; config keys override the test defaults."""
+    running = []
+
+    def start(**config) -> RunningApi:
+        settings = {
+            "REGISTRY_URI": registry.uri,
+            "RELOAD_INTERVAL_S": 0.2,
+            "MAX_CONTENT_LENGTH": MAX_BYTES,
+            "MAX_BATCH_BYTES": MAX_BATCH_BYTES,
+            "MAX_BATCH_IMAGES": MAX_BATCH_IMAGES,
+            "MAX_PIXELS": MAX_PIXELS,
+            "MIN_SIDE": MIN_SIDE,
+            "INTRA_OP_THREADS": 1,
+            **config,
+        }
+        app = create_app(settings)
+        api = RunningApi(app, start_in_thread(app, threads=4))
+        running.append(api)
+        return api
+
+    yield start
+    for api in running:
+        api.close()
+
+
+@pytest.fixture
+def production(registry) -> str:
+    """A promoted version of the default test model."""
+    return promote_model(registry)
+
+
+@pytest.fixture
+def api(serve, production) -> RunningApi:
+    return serve()

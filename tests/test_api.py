@@ -12,131 +12,31 @@ import sys
 import threading
 import time
 
-import jsonschema
 import numpy as np
 import pytest
 import requests
 
 from api.app import create_app
 from api.predictor import ModelUnusable, Predictor
-from api.serve import start_in_thread
 from api_helpers import (
     CLASSES,
+    MAX_BYTES,
+    MAX_PIXELS,
+    MIN_SIDE,
+    PNG,
+    TIMEOUT_S,
+    assert_json_error,
     build_onnx_model,
     gradient_png,
     image_bytes,
     model_metadata,
     promote_model,
     register_model,
+    wait_for,
 )
+from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
 from helpers import REPO_ROOT
 from registry.store import Registry
-
-MAX_BYTES = 200_000
-MAX_PIXELS = 1_000_000
-MIN_SIDE = 16
-PNG = {"Content-Type": "image/png"}
-TIMEOUT_S = 10
-
-
-class RunningApi:
-    """An app served by waitress on a free loopback port."""
-
-    def __init__(self, app, server):
-        self.app, self.server, self.url = app, server, server.url
-        self.http = requests.Session()
-
-    def get(self, path, **kwargs):
-        return self.http.get(self.url + path, timeout=TIMEOUT_S, **kwargs)
-
-    def post(self, path="/predict", **kwargs):
-        return self.http.post(self.url + path, timeout=TIMEOUT_S, **kwargs)
-
-    def predict_png(self, png: bytes):
-        return self.post(data=png, headers=PNG)
-
-    @property
-    def holder(self):
-        return self.app.extensions["model_holder"]
-
-    def close(self):
-        self.http.close()
-        self.server.stop()
-        self.holder.stop()
-
-
-def wait_for(condition, timeout=TIMEOUT_S, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {message}")
-
-
-def assert_json_error(response, status: int, code: str) -> dict:
-    """The error contract: status, JSON body of exactly {"error": {code, message}}, no trace."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    assert "X-Model-Version" in response.headers
-    assert "Traceback" not in response.text and 'File "' not in response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    return body
-
-
-def metric_value(text: str, sample: str) -> float:
-    """The value of one sample line (name with labels) of the Prometheus text, 0 if absent."""
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-@pytest.fixture
-def registry(tmp_path) -> Registry:
-    return Registry(str(tmp_path / "registry"))
-
-
-@pytest.fixture
-def serve(registry):
-    """Start the API on the test registry; config keys override the test defaults."""
-    running = []
-
-    def start(**config) -> RunningApi:
-        settings = {
-            "REGISTRY_URI": registry.uri,
-            "RELOAD_INTERVAL_S": 0.2,
-            "MAX_CONTENT_LENGTH": MAX_BYTES,
-            "MAX_PIXELS": MAX_PIXELS,
-            "MIN_SIDE": MIN_SIDE,
-            "INTRA_OP_THREADS": 1,
-            **config,
-        }
-        app = create_app(settings)
-        api = RunningApi(app, start_in_thread(app, threads=4))
-        running.append(api)
-        return api
-
-    yield start
-    for api in running:
-        api.close()
-
-
-@pytest.fixture
-def production(registry) -> str:
-    """A promoted version of the default test model."""
-    return promote_model(registry)
-
-
-@pytest.fixture
-def api(serve, production) -> RunningApi:
-    return serve()
-
-
-# --- predictions -------------------------------------------------------------------------------
 
 
 def test_png_body_answers_label_and_probabilities_of_the_production_model(api, production):
@@ -271,50 +171,15 @@ def test_unexpected_error_answers_500_without_details(api, monkeypatch):
 def test_health_readiness_and_model_metadata(api, production):
     assert api.get("/healthz").status_code == 200
     ready = api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["model_version"] == production
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model_version": production, "wanted_version": production,
+                            "wanted_error": None}
     model = api.get("/model")
     assert model.status_code == 200
     assert model.headers["X-Model-Version"] == production
     assert model.json()["version"] == production
     assert model.json()["classes"] == CLASSES
     assert model.json()["tests"][-1]["passed"] == 3
-
-
-def test_metrics_count_requests_latency_and_model(api, production):
-    before = api.get("/metrics")
-    assert before.status_code == 200
-    assert before.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    api.predict_png(image_bytes())
-    api.predict_png(b"")
-    after = api.get("/metrics").text
-
-    ok = 'xray_api_requests_total{endpoint="/predict",status="200"}'
-    bad = 'xray_api_requests_total{endpoint="/predict",status="400"}'
-    assert metric_value(after, ok) == metric_value(before.text, ok) + 1
-    assert metric_value(after, bad) == metric_value(before.text, bad) + 1
-    assert metric_value(after, 'xray_api_requests_total{endpoint="/metrics",status="200"}') >= 1
-    count = "xray_api_prediction_duration_seconds_count"
-    assert metric_value(after, count) == metric_value(before.text, count) + 1
-    every_bucket = 'xray_api_prediction_duration_seconds_bucket{le="+Inf"}'
-    assert metric_value(after, every_bucket) == metric_value(after, count)
-    assert metric_value(after, f'xray_api_model_info{{version="{production}"}}') == 1
-    assert metric_value(after, 'xray_api_model_reloads_total{result="success"}') == 1
-    assert metric_value(after, 'xray_api_model_reloads_total{result="failure"}') == 0
-    for line in after.splitlines():  # every line is a comment or "name{labels} number"
-        assert line.startswith("# ") or float(line.rsplit(" ", 1)[1]) >= 0
-
-
-def test_openapi_document_describes_every_endpoint_and_the_answers(api):
-    document = api.get("/openapi.json").json()
-    assert document["openapi"].startswith("3.")
-    endpoints = {"/predict", "/healthz", "/readyz", "/model", "/metrics", "/openapi.json"}
-    assert set(document["paths"]) == endpoints
-    assert {"200", "400", "413", "415", "503"} <= set(document["paths"]["/predict"]["post"]["responses"])
-    schemas = document["components"]["schemas"]
-    jsonschema.validate(api.predict_png(image_bytes()).json(), schemas["Prediction"])
-    jsonschema.validate(api.predict_png(b"").json(), schemas["Error"])
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"error": "a string"}, schemas["Error"])
 
 
 # --- model lifecycle ---------------------------------------------------------------------------
@@ -380,18 +245,24 @@ def test_hot_reload_swaps_the_model_while_requests_keep_succeeding(api, registry
 )
 def test_a_model_that_fails_to_load_never_replaces_the_served_one(api, registry, production, bad_model):
     bad_version = promote_model(registry, bad_model)
-    failures = 'xray_api_model_reloads_total{result="failure"}'
-    wait_for(lambda: metric_value(api.get("/metrics").text, failures) == 1, message="the failed load")
+    wait_for(lambda: api.metric("xray_api_model_reloads_total", result="failure") == 1, message="the failed load")
 
     assert api.get("/model").json()["version"] == production
     response = api.predict_png(image_bytes())
     assert response.status_code == 200 and response.json()["model_version"] == production
+    ready = api.get("/readyz").json()
+    assert (ready["model_version"], ready["wanted_version"]) == (production, bad_version)
+    assert ready["wanted_error"].startswith(f"rejected: model {bad_version}: ")
+    assert "\n" not in ready["wanted_error"]
+    assert api.metric("xray_api_model_up_to_date") == 0
     time.sleep(0.5)  # several polls: the rejected version is not retried
-    assert metric_value(api.get("/metrics").text, failures) == 1
+    assert api.metric("xray_api_model_reloads_total", result="failure") == 1
     assert registry.current()["version"] == bad_version
 
     good_version = promote_model(registry)
     wait_for(lambda: api.get("/model").json()["version"] == good_version, message="the next good model")
+    assert api.get("/readyz").json()["wanted_error"] is None
+    assert api.metric("xray_api_model_up_to_date") == 1
 
 
 def test_fixed_version_mode_serves_a_testing_version_and_ignores_the_pointer(serve, registry, production):
@@ -467,7 +338,8 @@ def test_serve_writes_the_port_file_serves_and_stops_on_sigterm(registry, produc
         wait_for(lambda: port_file.exists() or process.poll() is not None, timeout=30,
                  message="the port file")
         port = int(port_file.read_text())
-        response = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=TIMEOUT_S)
+        response = requests.get(f"http://127.0.0.1:{port}/readyz", headers={"X-Request-ID": "cli-1"},
+                                timeout=TIMEOUT_S)
         assert response.status_code == 200 and response.json()["model_version"] == production
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
@@ -478,6 +350,9 @@ def test_serve_writes_the_port_file_serves_and_stops_on_sigterm(registry, produc
     assert process.returncode == 0, stderr
     assert f"serving {production} on http://127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr
+    access = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [(line["request_id"], line["route"], line["status"], line["model_version"]) for line in access] == [
+        ("cli-1", "/readyz", 200, production)]
 
 
 def test_the_api_does_not_import_tensorflow():

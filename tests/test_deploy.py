@@ -4,7 +4,10 @@ one switch models; `make stop` stops it. Real processes, a real registry, a real
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -12,6 +15,7 @@ import requests
 from api_helpers import build_onnx_model, model_metadata, register_model
 from helpers import clean_env, free_port, run_module
 from registry.store import Registry
+from scripts.api_process import is_our_api, pid_alive
 
 
 @pytest.fixture
@@ -56,8 +60,11 @@ def test_promote_starts_the_api_then_a_second_promote_and_a_rollback_switch_it(s
     assert served(env) == first
     assert [r["action"] for r in registry.audit()] == ["promote", "promote", "rollback"]
 
+    pid = int((Path(run_dir) / "api.pid").read_text())
+    assert is_our_api(pid, None)
     stopped = deploy("stop", env, run_dir)
     assert stopped.returncode == 0 and "stopped the API" in stopped.stdout
+    assert not pid_alive(pid)
     assert "not running" in deploy("status", env, run_dir).stdout
 
 
@@ -91,3 +98,45 @@ def test_promote_of_an_untested_version_is_refused_with_the_reason(setup):
         f"Error: {untested} cannot be promoted: it has no acceptance-test run yet "
         f"(run `make unittest VERSION={untested}`)")
     assert registry.current() is None
+
+
+@pytest.fixture
+def unrelated_process():
+    """A live process that is not the API, as a pid recycled after a reboot would be."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_a_pid_file_naming_another_process_is_neither_signalled_nor_waited_on(setup, unrelated_process):
+    _, first, _, env, run_dir = setup
+    pid_file = Path(run_dir) / "api.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{unrelated_process}\n")
+
+    stopped = deploy("stop", env, run_dir)
+    assert stopped.returncode == 0 and "the API is not running" in stopped.stdout
+    assert f"names pid {unrelated_process}, which is not the API" in stopped.stderr
+    assert pid_alive(unrelated_process) and not pid_file.exists()
+
+    pid_file.write_text(f"{unrelated_process}\n")
+    run_module("registry", "promote", first, env=env)
+    started = deploy("start", env, run_dir)
+    assert started.returncode == 0, started.stderr
+    assert "is running; waiting" not in started.stdout
+    assert served(env) == first
+    assert int(pid_file.read_text()) != unrelated_process and pid_alive(unrelated_process)
+
+
+def test_without_proc_the_recorded_port_decides(setup, unrelated_process, tmp_path):
+    _, first, _, env, run_dir = setup
+    run_module("registry", "promote", first, env=env)
+    assert deploy("start", env, run_dir).returncode == 0
+    url = f"http://127.0.0.1:{(Path(run_dir) / 'api.port').read_text().strip()}"
+    no_proc = tmp_path / "no-proc"
+    assert url.endswith(f":{env['API_PORT']}")
+    assert is_our_api(unrelated_process, url, proc=no_proc)  # the API answers there
+    assert not is_our_api(unrelated_process, None, proc=no_proc)
+    assert not is_our_api(unrelated_process, f"http://127.0.0.1:{free_port()}", proc=no_proc)
+    assert not is_our_api(unrelated_process, url)  # /proc tells the truth where it exists

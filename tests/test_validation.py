@@ -116,6 +116,24 @@ def test_the_truncated_file_and_the_text_file_get_distinct_errors(dataset_root):
     assert "not an image" in errors[text]
 
 
+def test_images_the_api_would_refuse_are_excluded_by_the_same_rules(dataset_root):
+    """Other formats (a TIFF named .png) and images over the API's pixel budget."""
+    tiff = io.BytesIO()
+    render("COVID", image_seed(3, "COVID", 99), SIZE).save(tiff, "TIFF")
+    disguised = write(dataset_root, "COVID/images/COVID-tiff.png", tiff.getvalue())
+    large = io.BytesIO()
+    render("Normal", image_seed(3, "Normal", 99), SIZE + 1).save(large, "PNG")
+    too_large = write(dataset_root, "Normal/images/Normal-large.png", large.getvalue())
+    params = params_with()
+    params["api"]["max_pixels"] = SIZE * SIZE
+
+    report, usable = validate(dataset_root, params)
+    errors = {item["path"]: item["error"] for item in report["corrupt"]}
+    assert errors[disguised] == "TIFF images are not accepted; send a PNG or JPEG"
+    assert errors[too_large] == f"the image has {SIZE + 1}x{SIZE + 1} = {(SIZE + 1) ** 2} pixels, more than {SIZE * SIZE}"
+    assert {disguised, too_large}.isdisjoint(e.path for e in usable.examples)
+
+
 def test_more_unreadable_files_than_allowed_fails_with_the_counts(dataset_root):
     add_corrupt_files(dataset_root)
     total = PER_CLASS * len(CLASSES) + 2

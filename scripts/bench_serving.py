@@ -1,0 +1,414 @@
+"""The serving benchmark: the real API under waitress, driven over HTTP by a load generator in
+another process, against the in-process limit on the same bytes.
+
+- The model: the newest in ``registry_uri`` (newest testing version, else production's). With an
+  empty registry, the project's network (``model.network``) with untrained weights is exported by
+  the project's own ``model.export`` and registered in ``.run/bench/registry``: inference costs the
+  same whatever the weights, and it needs no dataset nor minutes of training.
+- The body: the first image of the sample dataset (``model.synthetic``), a 299x299 PNG, the size
+  of the Kaggle images.
+- The limit: threads calling ``image_bytes_to_array`` + ``Predictor.classify`` (the API's own
+  code) in a loop, no HTTP, with onnxruntime on every core and with one thread per call; the
+  better of the two counts at each concurrency.
+- The API: ``python -m api.serve`` with the configured ``api.threads`` and
+  ``api.intra_op_threads``, driven by ``wrk`` when it is on PATH (Debian package ``wrk``), else
+  by a Python asyncio client in a separate process. Its CPU is read from ``/proc/<pid>/stat``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.config import REPO_ROOT
+
+BENCH_DIR = REPO_ROOT / ".run" / "bench"
+QUICK_SECONDS = 0.5
+QUICK_CONCURRENCY = (1, 4)
+TARGET_RATIO_C4 = 0.85  # API throughput at concurrency 4, as a share of the limit's
+TARGET_P50_SLACK_MS = 1.5  # API p50 at concurrency 1 may exceed the limit's by this much
+TARGET_CPU_RATIO = 1.3  # API CPU per request, as a multiple of the limit's
+WRK_SCRIPT = """
+local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "image/png"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run: no model can be had, the API does not start, the client fails."""
+
+
+@dataclass
+class Measure:
+    """One measured step: requests answered in ``seconds``, latency percentiles, CPU used."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    cpu_s: float | None
+    errors: int = 0
+    setting: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float | None:
+        return self.cpu_s / self.requests * 1000 if self.cpu_s is not None and self.requests else None
+
+
+def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
+    """p50 and p99 of latencies in seconds, in milliseconds."""
+    if len(latencies_s) < 2:
+        value = latencies_s[0] * 1000 if latencies_s else 0.0
+        return value, value
+    cuts = statistics.quantiles(latencies_s, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
+
+
+# --- what is served ---------------------------------------------------------------------------
+
+
+def bench_image(params: dict) -> bytes:
+    """The first image of the sample dataset, as the PNG ``make data`` writes."""
+    from model.synthetic import image_seed, render
+
+    label, sample = params["classes"][0], params["sample_data"]
+    buffer = io.BytesIO()
+    render(label, image_seed(sample["seed"], label, 1), sample["image_size"]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class ServedModel:
+    registry_uri: str
+    stage: str
+    version: str
+    description: str
+
+
+def newest_model(registry_uri: str) -> ServedModel | None:
+    from registry.store import Registry
+
+    registry = Registry(registry_uri)
+    testing = registry.versions("testing")
+    if testing:
+        return ServedModel(registry_uri, "testing", testing[-1], f"{testing[-1]} (newest testing version)")
+    pointer = registry.current()
+    if pointer:
+        return ServedModel(registry_uri, "production", pointer["version"], f"{pointer['version']} (production)")
+    return None
+
+
+def untrained_model(params: dict, registry_uri: str) -> ServedModel:
+    """The project's network with untrained weights, exported and registered (done once, cached)."""
+    found = newest_model(registry_uri)
+    if found:
+        return ServedModel(registry_uri, found.stage, found.version,
+                           f"{found.version}: model/network.py, untrained weights (cached)")
+    import keras
+
+    from model.export import export_onnx, onnx_info
+    from model.network import build_network
+    from registry.store import Registry
+
+    size, opset = params["data"]["image_size"], params["export"]["opset"]
+    keras.utils.set_random_seed(0)
+    onnx_bytes = export_onnx(build_network(size, len(params["classes"])), size, opset)
+    metadata = {"kind": "bench", "classes": params["classes"], "image_size": size,
+                "onnx": onnx_info(onnx_bytes, opset, 0.0),
+                "note": "untrained weights, for the serving benchmark only"}
+    version = Registry(registry_uri).register({"model.onnx": onnx_bytes}, metadata)
+    return ServedModel(registry_uri, "testing", version, f"{version}: model/network.py, untrained weights")
+
+
+def served_model(params: dict) -> ServedModel:
+    """The newest registry model, else the untrained network in the bench's own registry."""
+    try:
+        found = newest_model(params["registry_uri"])
+    except Exception as exc:  # noqa: BLE001  any registry failure: say which registry and why
+        raise BenchError(f"cannot read the registry at {params['registry_uri']}: {exc}") from exc
+    return found or untrained_model(params, str(BENCH_DIR / "registry"))
+
+
+def load_predictor(model: ServedModel, intra_op_threads: int):
+    from api.predictor import Predictor
+    from registry.store import MODEL_FILE, Registry
+
+    registry = Registry(model.registry_uri)
+    predictor = Predictor(registry.read_file(model.version, MODEL_FILE, model.stage),
+                          registry.metadata(model.version, model.stage), intra_op_threads=intra_op_threads)
+    predictor.warm_up()
+    return predictor
+
+
+# --- the in-process limit ---------------------------------------------------------------------
+
+
+def measure_limit(predictor, png: bytes, concurrency: int, seconds: float, api: dict) -> Measure:
+    """``concurrency`` threads decoding, preprocessing and classifying ``png`` for ``seconds``."""
+    from model.preprocess import image_bytes_to_array
+
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def loop(mine: list[float]) -> None:
+        start.wait()
+        while (began := time.perf_counter()) < deadline[0]:
+            image = image_bytes_to_array(png, predictor.image_size, max_pixels=api["max_pixels"],
+                                         min_side=api["min_side"])
+            predictor.classify(image)
+            mine.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=loop, args=(mine,)) for mine in latencies]
+    for thread in threads:
+        thread.start()
+    cpu, began = time.process_time(), time.perf_counter()
+    deadline[0] = began + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    every = [value for mine in latencies for value in mine]
+    p50, p99 = percentiles_ms(every)
+    return Measure(len(every), elapsed, p50, p99, cpu)
+
+
+def best_limit(model: ServedModel, png: bytes, concurrency: int, seconds: float, api: dict) -> Measure:
+    """The limit with onnxruntime on every core and with one thread per call; the faster one.
+
+    It runs under the API's GIL switch interval, as the API does.
+    """
+    measures = []
+    default_interval = sys.getswitchinterval()
+    sys.setswitchinterval(api["switch_interval_ms"] / 1000)
+    try:
+        for intra_op_threads, setting in ((0, "all cores"), (1, "1 thread/call")):
+            predictor = load_predictor(model, intra_op_threads)
+            measure_limit(predictor, png, concurrency, min(seconds, 0.5) / 2, api)  # warm the threads
+            measure = measure_limit(predictor, png, concurrency, seconds, api)
+            measure.setting = setting
+            measures.append(measure)
+    finally:
+        sys.setswitchinterval(default_interval)
+    return max(measures, key=lambda item: item.per_second)
+
+
+# --- the API and its load generators --------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (its threads included), from /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_request(host: str, path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _drive(host: str, port: int, request: bytes, concurrency: int, seconds: float):
+    """Keep-alive connections sending ``request`` back to back; latencies and non-200 count."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while (began := time.perf_counter()) < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                latencies.append(time.perf_counter() - began)
+                errors += not head.startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - began
+
+
+def python_client(host: str, port: int, body: bytes, concurrency: int, seconds: float, results) -> None:
+    """The load generator of machines without wrk; runs in its own process."""
+    results.send(asyncio.run(_drive(host, port, http_request(host, "/predict", body), concurrency, seconds)))
+
+
+def drive_with_python(url: str, body: bytes, concurrency: int, seconds: float, pid: int) -> Measure:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    client = context.Process(target=python_client, args=(host, int(port), body, concurrency, seconds, sending))
+    client.start()
+    cpu = process_cpu_s(pid)  # the client needs a moment to start: the API is idle until then
+    if not receiving.poll(seconds + 60):
+        client.kill()
+        raise BenchError("the Python load generator did not answer")
+    latencies, errors, elapsed = receiving.recv()
+    used = process_cpu_s(pid)
+    client.join()
+    p50, p99 = percentiles_ms(latencies)
+    return Measure(len(latencies), elapsed, p50, p99, None if cpu is None else used - cpu, errors)
+
+
+def drive_with_wrk(url: str, body: bytes, concurrency: int, seconds: float, pid: int) -> Measure:
+    with tempfile.TemporaryDirectory() as work:
+        script, body_file = Path(work) / "post.lua", Path(work) / "body.png"
+        script.write_text(WRK_SCRIPT)
+        body_file.write_bytes(body)
+        command = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
+                   "--timeout", "10s", "-s", str(script), f"{url}/predict"]
+        cpu = process_cpu_s(pid)
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
+                                timeout=seconds + 60)
+        used = process_cpu_s(pid)
+    found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", result.stdout, re.M)
+    if result.returncode != 0 or not found:
+        raise BenchError(f"wrk failed: {result.stderr.strip() or result.stdout.strip()}")
+    requests, duration_us, p50_us, p99_us, errors = map(int, found.groups())
+    return Measure(requests, duration_us / 1e6, p50_us / 1000, p99_us / 1000,
+                   None if cpu is None else used - cpu, errors)
+
+
+def load_generator(name: str):
+    """``(label, drive function)`` for bench.load_generator: wrk, python, or auto."""
+    if name not in ("auto", "wrk", "python"):
+        raise BenchError(f"bench.load_generator must be auto, wrk or python, got {name!r}")
+    if name == "wrk" or (name == "auto" and shutil.which("wrk")):
+        if not shutil.which("wrk"):
+            raise BenchError("bench.load_generator is wrk but wrk is not on PATH (Debian package wrk)")
+        return "wrk", drive_with_wrk
+    return "Python asyncio client (separate process)", drive_with_python
+
+
+class RunningApi:
+    """``python -m api.serve`` on a free loopback port, serving ``model``."""
+
+    def __init__(self, model: ServedModel, log_path: Path, timeout_s: float):
+        from scripts.api_process import spawn_api, wait_for_port_file, wait_until_serving
+
+        self._work = tempfile.TemporaryDirectory()
+        port_file = Path(self._work.name) / "port"
+        self.process = spawn_api(["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+                                  "--registry", model.registry_uri, "--stage", model.stage,
+                                  "--version", model.version], log_path)
+        try:
+            port = wait_for_port_file(port_file, self.process, timeout_s, log_path)
+            self.url = f"http://127.0.0.1:{port}"
+            wait_until_serving(self.url, model.version, timeout_s, lambda: self.process.poll() is None, log_path)
+        except Exception as exc:
+            self.stop()
+            raise BenchError(str(exc)) from exc
+
+    def stop(self) -> None:
+        from scripts.api_process import stop_pid
+
+        stop_pid(self.process.pid)
+        self._work.cleanup()
+
+
+# --- the section ----------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def table_row(concurrency: int, limit: Measure, api: Measure) -> dict:
+    return {
+        "c": concurrency,
+        "limit img/s": round(limit.per_second),
+        "limit p50 ms": _ms(limit.p50_ms),
+        "limit p99 ms": _ms(limit.p99_ms),
+        "limit CPU ms": _ms(limit.cpu_ms),
+        "limit onnxruntime": limit.setting,
+        "API req/s": round(api.per_second),
+        "API p50 ms": _ms(api.p50_ms),
+        "API p99 ms": _ms(api.p99_ms),
+        "API CPU ms": _ms(api.cpu_ms),
+        "API/limit": round(api.per_second / limit.per_second, 2) if limit.per_second else None,
+        "errors": api.errors,
+    }
+
+
+def target_notes(steps: dict[int, tuple[Measure, Measure]]) -> list[str]:
+    """Each target of the issue, met or missed, with its numbers."""
+    notes = []
+    if 4 in steps:
+        limit, api = steps[4]
+        ratio = api.per_second / limit.per_second if limit.per_second else 0.0
+        notes.append(f"target c=4 API >= {TARGET_RATIO_C4}x limit: {ratio:.2f}x, "
+                     f"{'met' if ratio >= TARGET_RATIO_C4 else 'MISSED'}")
+    if 1 in steps:
+        limit, api = steps[1]
+        slack = api.p50_ms - limit.p50_ms
+        notes.append(f"target c=1 API p50 <= limit p50 + {TARGET_P50_SLACK_MS} ms: +{slack:.2f} ms, "
+                     f"{'met' if slack <= TARGET_P50_SLACK_MS else 'MISSED'}")
+    ratios = [api.cpu_ms / limit.cpu_ms for limit, api in steps.values() if api.cpu_ms and limit.cpu_ms]
+    if ratios:
+        worst = max(ratios)
+        notes.append(f"target CPU/request <= {TARGET_CPU_RATIO}x limit: worst {worst:.2f}x, "
+                     f"{'met' if worst <= TARGET_CPU_RATIO else 'MISSED'}")
+    return notes
+
+
+def run(params: dict, quick: bool) -> dict:
+    """Measure the limit, then the API, at each concurrency of ``bench.concurrency``."""
+    bench, api = params["bench"], params["api"]
+    seconds = QUICK_SECONDS if quick else float(bench["seconds"])
+    concurrencies = QUICK_CONCURRENCY if quick else tuple(int(c) for c in bench["concurrency"])
+    generator, drive = load_generator(bench["load_generator"])
+    load_before = os.getloadavg()[0]
+    model, png = served_model(params), bench_image(params)
+    limits = {c: best_limit(model, png, c, seconds, api) for c in concurrencies}
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    server = RunningApi(model, BENCH_DIR / "api.log", api["start_timeout_s"])
+    try:
+        drive(server.url, png, 1, min(seconds, 1.0), server.process.pid)  # warm up
+        steps = {c: (limits[c], drive(server.url, png, c, seconds, server.process.pid)) for c in concurrencies}
+    finally:
+        server.stop()
+    return {
+        "title": "Serving: the API over HTTP against the in-process limit (decode + preprocess + session.run)",
+        "rows": [table_row(c, limit, measured) for c, (limit, measured) in steps.items()],
+        "notes": [
+            f"model {model.description}; body {len(png)} bytes, a {params['sample_data']['image_size']}px "
+            f"PNG of the sample dataset",
+            f"API: waitress threads {api['threads']}, onnxruntime intra_op_threads {api['intra_op_threads']} "
+            f"(0: every core); load generator: {generator}; {seconds:g} s per step",
+            "CPU ms: CPU time per request (limit: the measuring process; API: the API process only)",
+            f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
+            + ("; quick mode: the numbers mean nothing" if quick else ""),
+            *target_notes(steps),
+        ],
+    }
