@@ -406,12 +406,24 @@ def test_the_chains_component_adds_only_the_chains_configuration(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_promote_run_names_the_promote_pipeline_with_its_params(rendered):
-    run = yaml.safe_load((TEKTON / "runs" / "promote.yaml").read_text())
+@pytest.mark.parametrize("name, account", [("promote", "xray-promote"), ("training", "xray-pipeline")])
+def test_the_runs_started_by_hand_name_their_pipeline_with_its_params(rendered, name, account):
+    run = yaml.safe_load((TEKTON / "runs" / f"{name}.yaml").read_text())
     pipeline = of_kind(rendered, "Pipeline")[run["spec"]["pipelineRef"]["name"]]
     assert declared(run["spec"]["params"]) == declared(pipeline["spec"]["params"])
-    assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == "xray-promote"
+    assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == account
     assert run["spec"]["timeouts"]["pipeline"]
+    assert declared(run["spec"].get("workspaces")) == declared(pipeline["spec"].get("workspaces"))
+
+
+def test_the_training_run_started_by_hand_is_placed_like_a_triggered_one(rendered):
+    run = yaml.safe_load((TEKTON / "runs" / "training.yaml").read_text())
+    template = of_kind(rendered, "TriggerTemplate")["training"]["spec"]["resourcetemplates"][0]
+    config = of_kind(rendered, "ConfigMap")["xray-mlops-config"]["data"]
+    expected = yaml.safe_dump(template["spec"]["taskRunSpecs"]).replace(
+        "$(tt.params.gpu-accelerator)", config["GPU_ACCELERATOR"])
+    assert yaml.safe_dump(run["spec"]["taskRunSpecs"]) == expected
+    assert run["spec"]["taskRunTemplate"] == template["spec"]["taskRunTemplate"]
 
 
 def test_the_trainer_image_installs_the_gpu_build_of_the_pinned_tensorflow():
