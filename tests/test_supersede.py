@@ -132,11 +132,3 @@ def test_dry_run_cancels_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "would cancel training-old" in result.stdout
     assert "patches" not in json.loads(state_file.read_text())
-
-
-def test_help_names_the_command_and_shows_an_example():
-    result = subprocess.run([sys.executable, "-m", "scripts.supersede", "--help"], cwd=REPO_ROOT,
-                            env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Usage: python -m scripts.supersede ")
-    assert "Example" in result.stdout
