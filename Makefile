@@ -7,7 +7,18 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
+# Container images (model/Dockerfile) have the requirements preinstalled and set USE_SYSTEM_PYTHON=1:
+# targets then run $(PYTHON) and setup creates no venv.
+USE_SYSTEM_PYTHON ?=
+ifeq ($(strip $(USE_SYSTEM_PYTHON)),)
 PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.installed
+SETUP_DEV_STAMP := $(VENV)/.installed-dev
+else
+PY := $(PYTHON)
+SETUP_STAMP :=
+SETUP_DEV_STAMP :=
+endif
 RUN_DIR ?= .run
 VERSION ?=
 CANDIDATE_FILE := $(RUN_DIR)/candidate-version
@@ -30,10 +41,10 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 .PHONY: setup
-setup: $(VENV)/.installed ## create .venv and install the pinned requirements (idempotent)
+setup: $(SETUP_STAMP) ## create .venv and install the pinned requirements (idempotent)
 
 .PHONY: setup-dev
-setup-dev: $(VENV)/.installed-dev ## setup, plus the test-only requirements
+setup-dev: $(SETUP_DEV_STAMP) ## setup, plus the test-only requirements
 
 .PHONY: data
 data: setup ## write the sample (synthetic) dataset to DATASET_URI

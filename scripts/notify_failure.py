@@ -1,0 +1,92 @@
+"""Email the product owner that a pipeline run on GKE failed: ``python -m scripts.notify_failure``.
+
+The report of a version (``make notify``) covers runs that registered one, whether its tests
+passed or not. This covers the others: a run that failed before a version existed (invalid data,
+the quality gate, an infrastructure error). The notify-failure task of each Tekton pipeline runs it
+in its ``finally`` section, with the status of every task. Delivery is the report's: SMTP, else
+the outbox, with a copy in the outbox when SMTP fails.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import click
+
+from model.config import ConfigError, describe, load_params
+from scripts.notify import SUBJECT_PREFIX, DeliveryError, deliver
+
+OK_STATUSES = {"Succeeded"}
+
+
+def parse_task(value: str) -> tuple[str, str]:
+    """``TASK=STATUS`` -> (task, status), as the pipelines pass ``$(tasks.NAME.status)``."""
+    task, sep, status = value.partition("=")
+    if not sep or not task:
+        raise click.BadParameter(f"{value!r} is not TASK=STATUS")
+    return task, status
+
+
+def failed_tasks(tasks: list[tuple[str, str]]) -> list[str]:
+    """Tasks that failed; None (skipped) does not count, it follows from an earlier failure."""
+    return [task for task, status in tasks if status == "Failed"]
+
+
+def build_message(pipeline: str, run: str, namespace: str, commit: str, tasks: list[tuple[str, str]],
+                  sender: str, recipient: str) -> EmailMessage:
+    """A plain-text email naming the run, what failed, every task's status and where the logs are."""
+    failed = failed_tasks(tasks)
+    message = EmailMessage()
+    message["Subject"] = f"{SUBJECT_PREFIX} {pipeline} run {run} failed" + (f": {', '.join(failed)}" if failed else "")
+    message["From"], message["To"] = sender, recipient
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    width = max((len(task) for task, _ in tasks), default=0)
+    lines = [
+        f"The {pipeline} pipeline run {run} failed; no model version was registered for review.",
+        "",
+        f"  commit     {commit or 'n/a'}",
+        f"  namespace  {namespace}",
+        "",
+        "Tasks:",
+        *(f"  {task.ljust(width)}  {status or 'n/a'}" for task, status in tasks),
+        "",
+        "Logs:",
+        f"  tkn pipelinerun logs {run} -n {namespace}",
+        f"  kubectl get pipelinerun {run} -n {namespace} -o yaml",
+    ]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+@click.command()
+@click.option("--pipeline", required=True, help="Name of the Pipeline (training, retraining, ...).")
+@click.option("--run", "run_name", required=True, help="Name of the PipelineRun that failed.")
+@click.option("--namespace", default="xray-mlops", show_default=True, help="Namespace of the run.")
+@click.option("--commit", default="", help="The commit the run was building.")
+@click.option("--task", "tasks", multiple=True, callback=lambda _c, _p, values: [parse_task(v) for v in values],
+              help="TASK=STATUS, once per task of the pipeline, in order.")
+def main(pipeline, run_name, namespace, commit, tasks):
+    """Email the product owner that RUN of PIPELINE failed, with each task's status.
+
+    Sends by SMTP when SMTP_HOST is set, else writes an .eml file to OUTBOX_DIR.
+
+    Example: python -m scripts.notify_failure --pipeline training --run training-x7k2p --task clone=Succeeded --task validate-data=Failed
+    """
+    try:
+        params = load_params()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(describe(params, "notify-failure", ("outbox_dir", "smtp", "notify")), err=True)
+    message = build_message(pipeline, run_name, namespace, commit, tasks,
+                            params["notify"]["from"], params["notify"]["to"])
+    try:
+        delivered_to = deliver(message, params)
+    except DeliveryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"failure of {run_name} emailed: {delivered_to}")
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m scripts.notify_failure")
