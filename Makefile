@@ -47,8 +47,12 @@ setup: $(SETUP_STAMP) ## create .venv and install the pinned requirements (idemp
 setup-dev: $(SETUP_DEV_STAMP) ## setup, plus the test-only requirements
 
 .PHONY: data
-data: setup ## write the sample (synthetic) dataset to DATASET_URI
-	$(PY) -m scripts.sample_data
+data: setup ## write the sample (synthetic) dataset to DATASET_URI; EXTRA=N SEED=S adds N new images per class
+	$(PY) -m scripts.sample_data $(if $(EXTRA),--extra $(EXTRA)) $(if $(SEED),--seed $(SEED))
+
+.PHONY: data-push
+data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) to DATASET_URI; manifest.json last
+	$(PY) -m scripts.data_push $(if $(SRC),--src $(SRC))
 
 .PHONY: validate-data
 validate-data: setup ## check every image decodes, class counts, duplicates across splits; JSON report
@@ -77,14 +81,12 @@ pipeline: setup ## training pipeline: data (if missing) -> validate -> train -> 
 	exit $$status
 
 .PHONY: promote
-promote: setup ## copy VERSION (default: newest tested) to production, then start or reload the local API
-	$(PY) -m registry promote $(VERSION)
-	$(PY) -m scripts.deploy start --run-dir $(RUN_DIR)
+promote: setup ## VERSION (default: newest tested) -> production, then deploy (DEPLOY=gke: the GKE Deployment); a failed deploy moves production back
+	$(PY) -m scripts.release promote $(if $(VERSION),--version $(VERSION)) --deploy $(or $(DEPLOY),local) --run-dir $(RUN_DIR)
 
 .PHONY: rollback
-rollback: setup ## point production back at the previous production version, then reload the API
-	$(PY) -m registry rollback
-	$(PY) -m scripts.deploy start --run-dir $(RUN_DIR)
+rollback: setup ## point production back at the previous production version, then deploy it
+	$(PY) -m scripts.release rollback --deploy $(or $(DEPLOY),local) --run-dir $(RUN_DIR)
 
 .PHONY: serve
 serve: setup ## run the API on the production model in the foreground
@@ -103,5 +105,9 @@ bench: setup ## benchmarks, one table per section (serving: the API over HTTP vs
 	$(PY) -m scripts.bench
 
 .PHONY: clean
-clean: ## remove the sample data, local registry, outbox and run files (keeps .venv)
-	rm -rf data .registry outbox $(RUN_DIR)
+clean: setup ## remove what is regenerated: a sample dataset (never real data), .run/, the outbox, the dataset cache
+	$(PY) -m scripts.clean --run-dir $(RUN_DIR)
+
+.PHONY: clean-registry
+clean-registry: setup ## wipe a LOCAL registry (REGISTRY_URI), its production models and audit included; needs CONFIRM=1
+	$(PY) -m scripts.clean --registry $(if $(filter 1 yes true,$(CONFIRM)),--confirm)

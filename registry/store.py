@@ -34,6 +34,7 @@ from typing import Callable
 
 from registry.policy import last_test_run, readiness, tests_passed  # noqa: F401  (re-exported)
 from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
+from storage.lease import DEFAULT_TTL_S as DEFAULT_LEASE_TTL_S
 from storage.lease import lease
 
 STAGES = ("testing", "production")
@@ -103,9 +104,10 @@ def version_number(version: str) -> int:
 class Registry:
     """Versions, their files and the production pointer, on any storage backend."""
 
-    def __init__(self, uri: str, storage=None):
+    def __init__(self, uri: str, storage=None, lease_ttl_s: float = DEFAULT_LEASE_TTL_S):
         self.uri = uri
         self.storage = storage or open_storage(uri)
+        self.lease_ttl_s = lease_ttl_s  # how long a crashed promoter can block that version
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -242,7 +244,7 @@ class Registry:
             raise RegistryError(f"unknown record kind {kind!r}")
         # The version's lease orders this with a promotion: a run recorded during a promotion
         # lands before the verdict is read or after the pointer moved, never in between.
-        with lease(self.storage, f"version-{version}"):
+        with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s):
             holders = self.holders(version)
             if not holders:
                 raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
@@ -285,7 +287,7 @@ class Registry:
         metadata = self._promotable(version)
         if verify is not None:
             verify(version, self.read_file(version, MODEL_FILE, "testing"), metadata)
-        with lease(self.storage, f"version-{version}") as held:
+        with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s) as held:
             self._promotable(version)  # again: a test run may have been recorded meanwhile
             replaced, generation = self._read_pointer()
             if replaced and replaced.get("version") == version:
@@ -324,27 +326,31 @@ class Registry:
         return self._commit(self._restored("rollback", current, target, by or whoami()), current, generation)
 
     def revert(self, promoted: dict, reason: str, by: str | None = None) -> dict:
-        """Undo the promotion that wrote ``promoted``, if the pointer is still that one.
+        """Undo the change that wrote the pointer ``promoted``, if the pointer is still that one.
 
-        Used when the deploy after a promotion fails: production goes back to what it was, even
-        to "nothing" after a first promotion.
+        Used when the deploy after a promotion (or a rollback) fails: production goes back to
+        exactly what it was, even to "nothing" after a first promotion.
         """
         current, generation = self._read_pointer()
         if not current or current.get("audit") != promoted.get("audit"):
-            raise ConcurrentChange("the production pointer moved since this promotion; it was left as it is")
-        target = self._restorable(current) or {"version": None, "previous": None, "restores": None}
+            raise ConcurrentChange("the production pointer moved since this change; it was left as it is")
+        target = self._audited_pointer(current.get("replaced_audit")) or {}
         pointer = self._restored("revert", current, target, by or whoami())
         pointer["reason"] = reason
         return self._commit(pointer, current, generation)
 
     def _restorable(self, pointer: dict) -> dict | None:
-        """The pointer that ``pointer`` replaced and a rollback returns to (from its audit record)."""
-        if not pointer.get("restores"):
+        """The pointer a rollback from ``pointer`` returns to."""
+        return self._audited_pointer(pointer.get("restores"))
+
+    def _audited_pointer(self, audit_name: str | None) -> dict | None:
+        """The pointer as it was written with the audit record ``audit_name``."""
+        if not audit_name:
             return None
         try:
-            return json.loads(self.storage.read(f"{AUDIT_PREFIX}/{pointer['restores']}.json"))["pointer"]
+            return json.loads(self.storage.read(f"{AUDIT_PREFIX}/{audit_name}.json"))["pointer"]
         except ObjectNotFound as exc:
-            raise RegistryError(f"the audit record {pointer['restores']} is missing: cannot roll back") from exc
+            raise RegistryError(f"the audit record {audit_name} is missing: cannot restore that state") from exc
 
     def _restored(self, action: str, current: dict, target: dict, by: str) -> dict:
         pointer = self._pointer(action, target.get("version"), current, by, restores=target.get("restores"))
@@ -362,6 +368,7 @@ class Registry:
             "action": action,
             "replaced": replaced.get("version") if replaced else None,
             "audit": record_name(),
+            "replaced_audit": replaced.get("audit") if replaced else None,
             "restores": restores,
         }
 

@@ -88,13 +88,30 @@ def is_our_api(pid: int, url: str | None, proc: Path = PROC) -> bool:
     return headers is not None and is_model_api(headers)
 
 
+def readiness(url: str) -> dict | None:
+    """The API's /readyz answer (served and wanted versions, why the wanted one is refused), or
+    None when nothing answers or no model is loaded."""
+    try:
+        response = requests.get(f"{url}/readyz", timeout=2)
+        return response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
 def wait_until_serving(url: str, version: str | None, timeout_s: float, is_alive, log_path: Path) -> str:
-    """Wait until ``url`` is ready (and serves ``version`` when given); return the version."""
+    """Wait until ``url`` is ready (and serves ``version`` when given); return the version.
+
+    Fails at once when the API reports that it refused ``version`` (it cannot load it).
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        current = served_version(url)
+        ready = readiness(url) or {}
+        current = ready.get("model_version")
         if current and (version is None or current == version):
             return current
+        if version and ready.get("wanted_version") == version and ready.get("wanted_error"):
+            raise ApiProcessError(f"the API at {url} refused {version} and still serves {current}: "
+                                  f"{ready['wanted_error']}")
         if not is_alive():
             raise ApiProcessError(f"the API process exited; last lines of {log_path}:\n{log_tail(log_path)}")
         time.sleep(0.25)

@@ -30,6 +30,10 @@ from scripts.api_process import (
     wait_until_serving,
 )
 
+class DeployRefused(RuntimeError):
+    """The API cannot be started here; the message says what to do."""
+
+
 run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run",
                               show_default=True, help="Where the pid and log files live.")
 
@@ -81,6 +85,39 @@ def cli():
     """
 
 
+def start_api(params: dict, run_dir: Path, echo=click.echo) -> str:
+    """Start the API on the production model, or wait until the running one serves it.
+
+    Returns the version served; raises ApiProcessError (or DeployRefused) saying why not.
+    """
+    url, timeout = _url(params), params["api"]["start_timeout_s"]
+    pointer = Registry(params["registry_uri"]).current()
+    if pointer is None:
+        raise DeployRefused("nothing is in production yet: run `make promote` first")
+    version = pointer["version"]
+    pid_file, log_path, port_file = _paths(run_dir)
+    pid = running_pid(run_dir, params["api"]["host"])
+    headers = None if pid else healthz_headers(url)
+    if headers is not None and not is_model_api(headers):
+        raise DeployRefused(f"something else answers at {url}; stop it or set API_PORT to another port")
+    if pid or headers is not None:
+        # A running API, ours or one started by `make serve`, follows the production pointer.
+        who = f"the API (pid {pid}) is running" if pid else f"an API started elsewhere answers at {url}"
+        echo(f"{who}; waiting until it serves {version}")
+        still_up = (lambda: pid_alive(pid)) if pid else (lambda: healthz_headers(url) is not None)
+        wait_until_serving(url, version, timeout, still_up, log_path)
+        echo(f"{url} now serves {version}")
+        return version
+    port_file.unlink(missing_ok=True)
+    process = spawn_api(["--port-file", str(port_file)], log_path, detach=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{process.pid}\n")
+    wait_until_serving(url, version, timeout, lambda: process.poll() is None, log_path)
+    echo(f"the API (pid {process.pid}) serves {version} at {url}; log: {log_path}; stop: make stop")
+    echo(f"try: curl --data-binary @image.png -H 'Content-Type: image/png' {url}/predict")
+    return version
+
+
 @cli.command()
 @run_dir_option
 def start(run_dir):
@@ -88,38 +125,10 @@ def start(run_dir):
 
     Example: python -m scripts.deploy start
     """
-    params = _params()
-    url, timeout = _url(params), params["api"]["start_timeout_s"]
     try:
-        pointer = Registry(params["registry_uri"]).current()
-    except StorageError as exc:
+        start_api(_params(), run_dir)
+    except (ApiProcessError, DeployRefused, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
-    if pointer is None:
-        raise click.ClickException("nothing is in production yet: run `make promote` first")
-    version = pointer["version"]
-    pid_file, log_path, port_file = _paths(run_dir)
-    pid = running_pid(run_dir, params["api"]["host"])
-    headers = None if pid else healthz_headers(url)
-    if headers is not None and not is_model_api(headers):
-        raise click.ClickException(f"something else answers at {url}; stop it or set API_PORT to another port")
-    try:
-        if pid or headers is not None:
-            # A running API, ours or one started by `make serve`, follows the production pointer.
-            who = f"the API (pid {pid}) is running" if pid else f"an API started elsewhere answers at {url}"
-            click.echo(f"{who}; waiting until it serves {version}")
-            still_up = (lambda: pid_alive(pid)) if pid else (lambda: healthz_headers(url) is not None)
-            wait_until_serving(url, version, timeout, still_up, log_path)
-            click.echo(f"{url} now serves {version}")
-            return
-        port_file.unlink(missing_ok=True)
-        process = spawn_api(["--port-file", str(port_file)], log_path, detach=True)
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{process.pid}\n")
-        wait_until_serving(url, version, timeout, lambda: process.poll() is None, log_path)
-    except ApiProcessError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"the API (pid {process.pid}) serves {version} at {url}; log: {log_path}; stop: make stop")
-    click.echo(f"try: curl --data-binary @image.png -H 'Content-Type: image/png' {url}/predict")
 
 
 @cli.command()

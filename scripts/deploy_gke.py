@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import click
 
 from model.config import ConfigError, load_params
-from registry.storage import StorageError
+from storage import StorageError
 from registry.store import Registry, RegistryError
 
 DEFAULT_NAMESPACE = "xray-mlops"

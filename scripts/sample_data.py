@@ -10,7 +10,10 @@ from pathlib import Path
 import click
 
 from model.config import ConfigError, describe, load_params
+from model.dataset import DatasetError
 from model.synthetic import image_seed, render
+from scripts.data_push import push_dataset
+from storage import StorageError, is_gcs, open_storage
 
 MARKER_FILE = ".sample-dataset.json"
 
@@ -27,18 +30,46 @@ def dataset_settings(params: dict) -> dict:
 
 
 def sample_file_names(settings: dict) -> set[str]:
-    """Relative paths of the images a sample dataset with ``settings`` consists of."""
+    """Relative paths of the images a sample dataset with ``settings`` consists of, extras included."""
     return {
         f"{label}/images/{label}-{index}.png"
         for label in settings["classes"]
         for index in range(1, settings["images_per_class"] + 1)
-    }
+    } | {path for extra in settings.get("extras", []) for path in extra["paths"]}
 
 
 def foreign_files(root: Path, settings: dict) -> list[str]:
     """Files under ``root`` that a sample dataset with ``settings`` did not write."""
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     return sorted(present - sample_file_names(settings) - {MARKER_FILE})
+
+
+def _write_image(root: Path, label: str, index: int, seed: int, size: int) -> str:
+    relative = f"{label}/images/{label}-{index}.png"
+    (root / label / "images").mkdir(parents=True, exist_ok=True)
+    render(label, image_seed(seed, label, index), size).save(root / relative, optimize=False)
+    return relative
+
+
+def add_extra_images(root: Path, marker: dict, count: int, seed: int) -> int:
+    """Add ``count`` new images per class drawn with ``seed`` (new data arriving), never touching an
+    existing file: each class continues after its highest index. Returns how many were written;
+    0 when images with this seed and count were added before (the same command twice is a no-op)."""
+    if any(extra["seed"] == seed and extra["count"] == count for extra in marker.get("extras", [])):
+        return 0
+    paths = []
+    with click.progressbar(marker["classes"], label=f"adding {count} images per class (seed {seed})") as bar:
+        for label in bar:
+            existing = [int(p.stem.rsplit("-", 1)[1]) for p in (root / label / "images").glob(f"{label}-*.png")
+                        if p.stem.rsplit("-", 1)[1].isdigit()]
+            first = max(existing, default=0) + 1
+            for index in range(first, first + count):
+                paths.append(_write_image(root, label, index, seed, marker["image_size"]))
+    marker = {**marker, "extras": marker.get("extras", []) + [{"seed": seed, "count": count, "paths": paths}]}
+    tmp = root / f"{MARKER_FILE}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2))
+    tmp.replace(root / MARKER_FILE)
+    return len(paths)
 
 
 def write_sample_dataset(root: Path, settings: dict) -> int:
@@ -49,10 +80,7 @@ def write_sample_dataset(root: Path, settings: dict) -> int:
     try:
         with click.progressbar(jobs, label="writing sample images", show_pos=True) as bar:
             for label, index in bar:
-                folder = staging / label / "images"
-                folder.mkdir(parents=True, exist_ok=True)
-                image = render(label, image_seed(settings["seed"], label, index), settings["image_size"])
-                image.save(folder / f"{label}-{index}.png", optimize=False)
+                _write_image(staging, label, index, settings["seed"], settings["image_size"])
         (staging / MARKER_FILE).write_text(json.dumps(settings, indent=2))
         if root.exists():
             shutil.rmtree(root)
@@ -63,36 +91,19 @@ def write_sample_dataset(root: Path, settings: dict) -> int:
     return len(jobs)
 
 
-@click.command()
-@click.option("--out", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
-@click.option("--images-per-class", type=int, help="Images per class (sample_data.images_per_class).")
-@click.option("--image-size", type=int, help="Side of the square images (sample_data.image_size).")
-@click.option("--seed", type=int, help="Seed; the same seed always writes the same images.")
-@click.option("--if-missing", is_flag=True, help="Do nothing when the dataset folder already has files.")
-def main(dataset_uri, images_per_class, image_size, seed, if_missing):
-    """Write synthetic radiograph-like PNGs in the Kaggle layout (<CLASS>/images/<CLASS>-<n>.png).
+def local_folder(params: dict) -> Path:
+    """Where the sample dataset is written: DATASET_URI itself, or for a ``gs://`` dataset a local
+    folder under cache_dir that is then pushed (only new images upload)."""
+    uri = params["dataset_uri"]
+    if is_gcs(uri):
+        return Path(params["cache_dir"]) / "sample" / uri.split("://", 1)[1].strip("/")
+    return Path(uri)
 
-    The images are synthetic, not medical data: they let the pipeline run without the real
-    dataset. A folder that holds anything else (the real dataset, say) is never overwritten.
 
-    Example: python -m scripts.sample_data --images-per-class 50 --out /tmp/xray
-    """
-    try:
-        params = load_params({
-            "dataset_uri": dataset_uri,
-            "sample_data.images_per_class": images_per_class,
-            "sample_data.image_size": image_size,
-            "sample_data.seed": seed,
-        })
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(describe(params, "data", ("dataset_uri", "classes", "sample_data")))
-    uri, settings = params["dataset_uri"], dataset_settings(params)
-    if "://" in uri:
-        raise click.ClickException(f"{uri}: the sample dataset is written to a local folder only")
+def ensure_sample_dataset(root: Path, settings: dict, if_missing: bool) -> None:
+    """Write the sample dataset at ``root`` unless it is there already; never overwrite other data."""
     if settings["images_per_class"] < 1 or settings["image_size"] < 16:
         raise click.ClickException("images_per_class must be >= 1 and image_size >= 16")
-    root = Path(uri)
     if root.exists() and not root.is_dir():
         raise click.ClickException(f"{root} is a file, not a folder: choose another --out")
     has_files = root.is_dir() and any(root.iterdir())
@@ -107,7 +118,7 @@ def main(dataset_uri, images_per_class, image_size, seed, if_missing):
         )
     if marker.exists():
         previous = json.loads(marker.read_text())
-        if previous == settings:
+        if {key: value for key, value in previous.items() if key != "extras"} == settings:
             click.echo(f"sample dataset at {root} is up to date")
             return
         extra = foreign_files(root, previous)
@@ -118,6 +129,58 @@ def main(dataset_uri, images_per_class, image_size, seed, if_missing):
             )
     count = write_sample_dataset(root, settings)
     click.echo(f"wrote {count} synthetic images to {root}")
+
+
+@click.command()
+@click.option("--out", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
+@click.option("--images-per-class", type=int, help="Images per class (sample_data.images_per_class).")
+@click.option("--image-size", type=int, help="Side of the square images (sample_data.image_size).")
+@click.option("--seed", type=int, help="Seed; the same seed always writes the same images. With --extra: "
+              "the seed of the new images.")
+@click.option("--extra", type=click.IntRange(min=1), help="Add this many new images per class to the "
+              "existing sample dataset (new data arriving); existing files are never touched.")
+@click.option("--if-missing", is_flag=True, help="Do nothing when the dataset already has files.")
+def main(dataset_uri, images_per_class, image_size, seed, extra, if_missing):
+    """Write synthetic radiograph-like PNGs in the Kaggle layout (<CLASS>/images/<CLASS>-<n>.png).
+
+    The images are synthetic, not medical data: they let the pipeline run without the real
+    dataset. A folder that holds anything else (the real dataset, say) is never overwritten. For a
+    gs:// DATASET_URI the images are written under cache_dir and pushed (`make data-push`).
+
+    \b
+    Examples: python -m scripts.sample_data --images-per-class 50 --out /tmp/xray
+              python -m scripts.sample_data --extra 40 --seed 777   (make data EXTRA=40 SEED=777)
+    """
+    if extra and seed is None:
+        raise click.ClickException("--extra needs --seed (make data EXTRA=N SEED=S): the seed of the new images")
+    try:
+        params = load_params({
+            "dataset_uri": dataset_uri,
+            "sample_data.images_per_class": images_per_class,
+            "sample_data.image_size": image_size,
+            "sample_data.seed": None if extra else seed,
+        })
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(describe(params, "data", ("dataset_uri", "classes", "sample_data")))
+    uri, settings, root = params["dataset_uri"], dataset_settings(params), local_folder(params)
+    try:
+        if is_gcs(uri) and if_missing and any(open_storage(uri).list("")):
+            click.echo(f"dataset already present at {uri}: kept as it is")
+            return
+        if extra:
+            if not (root / MARKER_FILE).exists():
+                raise click.ClickException(f"no sample dataset at {root} to add images to: run `make data` first")
+            added = add_extra_images(root, json.loads((root / MARKER_FILE).read_text()), extra, seed)
+            click.echo(f"added {added} new images to {root}" if added else
+                       f"{extra} images per class with seed {seed} were added before: nothing to do")
+        else:
+            ensure_sample_dataset(root, settings, if_missing)
+        if is_gcs(uri):
+            result = push_dataset(str(root), uri, params)
+            click.echo(f"pushed to {uri}: {result['uploaded']} images uploaded, {result['unchanged']} unchanged")
+    except (DatasetError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

@@ -10,9 +10,6 @@ conditional writes are retried too, because the precondition makes them safe to 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
 from storage.base import (
     AlreadyExists,
     GenerationMismatch,
@@ -218,7 +215,3 @@ class GCSStorage:
         except self._errors.GoogleAPIError as exc:
             raise self._failure(exc, f"cannot delete {self.describe(relative)}") from exc
 
-
-def md5_base64(data: bytes) -> str:
-    """The MD5 of ``data`` as GCS reports it (base64), to skip uploading unchanged objects."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")

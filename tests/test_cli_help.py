@@ -10,20 +10,25 @@ import pytest
 
 from helpers import REPO_ROOT, clean_env
 
-COMMANDS = [
-    "scripts.sample_data",
-    "scripts.validate_data",
-    "scripts.acceptance",
-    "scripts.notify",
-    "scripts.report",
-    "scripts.deploy",
-    "registry",
-    "model.train",
-    "api.serve",
-]
+PACKAGES = ("scripts", "model", "registry", "retrain", "api")
+
+
+def discover_commands() -> list[str]:
+    """Every module of the project that runs as a command (``python -m X``): all get checked."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO_ROOT / package).glob("*.py")):
+            if 'if __name__ == "__main__":' in path.read_text():
+                module = f"{package}.{path.stem}"
+                found.append(package if path.stem == "__main__" else module)
+    return found
+
+
+COMMANDS = discover_commands()
 SUBCOMMANDS = {
-    "registry": ["list", "show", "current", "promote", "rollback"],
+    "registry": ["list", "show", "current", "promote", "rollback", "audit", "gc"],
     "scripts.deploy": ["start", "stop", "status"],
+    "scripts.release": ["promote", "rollback"],
 }
 INVOCATIONS = [(module,) for module in COMMANDS] + [
     (module, sub) for module, subs in SUBCOMMANDS.items() for sub in subs
@@ -44,6 +49,10 @@ def answers() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
     """Run every ``--help`` at once; each starts its own interpreter."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip(INVOCATIONS, pool.map(run_help, INVOCATIONS)))
+
+
+def test_the_commands_are_found():
+    assert {"registry", "model.train", "api.serve", "scripts.release", "scripts.data_push"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("invocation", INVOCATIONS, ids=" ".join)

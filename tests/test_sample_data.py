@@ -249,3 +249,42 @@ def test_new_settings_never_replace_a_sample_dataset_holding_added_files(tmp_pat
     assert result.returncode == 1
     assert "COVID/images/COVID-real-scan.png" in assert_one_clear_error_line(result)
     assert added.exists()
+
+
+def test_extra_adds_new_images_per_class_and_never_touches_existing_ones(tmp_path):
+    out = tmp_path / "data"
+    assert generate(out, "--images-per-class", "4").returncode == 0
+    before = snapshot(out)
+    grown = generate(out, "--images-per-class", "4", "--extra", "3", "--seed", "777")
+    assert "added 12 new images" in grown.stdout
+    after = snapshot(out)
+    assert {path: after[path] for path in before if path != MARKER} == {
+        path: data for path, data in before.items() if path != MARKER}
+    assert [extra["seed"] for extra in json.loads(after[MARKER])["extras"]] == [777]
+    new = sorted(set(after) - set(before))
+    assert new == sorted(f"{label}/images/{label}-{i}.png" for label in CLASSES for i in (5, 6, 7))
+    # The same command again changes nothing; the base settings are still "up to date".
+    assert "were added before: nothing to do" in generate(out, "--images-per-class", "4", "--extra", "3",
+                                                          "--seed", "777").stdout
+    assert snapshot(out) == after
+    assert "up to date" in generate(out, "--images-per-class", "4").stdout
+    assert snapshot(out) == after
+
+
+def test_extra_needs_a_seed_and_an_existing_sample_dataset(tmp_path):
+    assert "needs --seed" in assert_one_clear_error_line(sample_data("--out", str(tmp_path / "d"), "--extra", "3"))
+    line = assert_one_clear_error_line(sample_data("--out", str(tmp_path / "d"), "--extra", "3", "--seed", "1"))
+    assert "run `make data` first" in line
+
+
+def test_images_keep_their_split_when_the_dataset_grows(tmp_path):
+    from model.dataset import scan_dataset
+
+    out, shares = tmp_path / "data", {"train": 0.7, "validation": 0.15, "test": 0.15}
+    generate(out, "--images-per-class", "20", "--image-size", "32")
+    before = {e.path: e.split for e in scan_dataset(str(out), CLASSES, shares).examples}
+    generate(out, "--images-per-class", "20", "--image-size", "32", "--extra", "10", "--seed", "5")
+    after = {e.path: e.split for e in scan_dataset(str(out), CLASSES, shares).examples}
+    assert {path: after[path] for path in before} == before
+    assert len(after) == len(before) + 40
+    assert {"train", "test"} <= set(after[path] for path in set(after) - set(before))

@@ -434,12 +434,3 @@ def test_the_trainer_image_installs_the_gpu_build_of_the_pinned_tensorflow():
     assert version == pins["tensorflow-cpu"]
     assert "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" in dockerfile
     assert "USE_SYSTEM_PYTHON=1" in dockerfile
-
-
-@pytest.mark.parametrize("module", ["scripts.route", "scripts.supersede", "scripts.deploy_gke", "scripts.notify_failure"])
-def test_the_gke_commands_answer_help_with_a_usage_line_and_an_example(module):
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, env=clean_env(),
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"Usage: python -m {module} ")
-    assert "Example" in result.stdout
