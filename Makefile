@@ -22,6 +22,7 @@ endif
 RUN_DIR ?= .run
 VERSION ?=
 CANDIDATE_FILE := $(RUN_DIR)/candidate-version
+OUTCOME_FILE := $(RUN_DIR)/outcome.json
 
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -48,7 +49,7 @@ setup-dev: $(SETUP_DEV_STAMP) ## setup, plus the test-only requirements
 
 .PHONY: data
 data: setup ## write the sample (synthetic) dataset to DATASET_URI; EXTRA=N SEED=S adds N new images per class
-	$(PY) -m scripts.sample_data $(if $(EXTRA),--extra $(EXTRA)) $(if $(SEED),--seed $(SEED))
+	$(PY) -m scripts.sample_data $(if $(EXTRA),--extra $(EXTRA)) $(if $(SEED),--seed $(SEED)) $(if $(IF_MISSING),--if-missing)
 
 .PHONY: data-push
 data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) to DATASET_URI; manifest.json last
@@ -60,25 +61,31 @@ validate-data: setup ## check every image decodes, class counts, duplicates acro
 
 .PHONY: train
 train: setup ## train from scratch, evaluate, export ONNX, apply the gate, register in testing
-	$(PY) -m model.train --version-file $(CANDIDATE_FILE)
+	$(PY) -m model.train --version-file $(CANDIDATE_FILE) --outcome-file $(OUTCOME_FILE)
+
+.PHONY: retrain
+retrain: setup ## fine-tune production (else the newest tested testing model) on the current dataset; FORCE=1 retrains anyway
+	$(PY) -m retrain --version-file $(CANDIDATE_FILE) --outcome-file $(OUTCOME_FILE) $(if $(filter 1 yes true,$(FORCE)),--force)
 
 .PHONY: unittest
 unittest: setup ## serve VERSION (default: newest testing) with the real API and run unittests/ against it
-	$(PY) -m scripts.acceptance $(if $(VERSION),--version $(VERSION))
+	$(PY) -m scripts.acceptance $(if $(VERSION),--version $(VERSION)) --run-dir $(RUN_DIR) --outcome-file $(OUTCOME_FILE)
 
 .PHONY: notify
 notify: setup ## email the product owner the report of VERSION (default: newest testing)
-	$(PY) -m scripts.notify $(if $(VERSION),--version $(VERSION))
+	$(PY) -m scripts.notify $(if $(VERSION),--version $(VERSION)) $(if $(TESTED_AS),--tested-as $(TESTED_AS))
 
 .PHONY: pipeline
 pipeline: setup ## training pipeline: data (if missing) -> validate -> train -> unittest -> notify
-	$(PY) -m scripts.sample_data --if-missing
-	@$(MAKE) --no-print-directory validate-data
-	@$(MAKE) --no-print-directory train
-	@status=0; \
-	$(MAKE) --no-print-directory unittest VERSION=$$(cat $(CANDIDATE_FILE)) || status=$$?; \
-	$(MAKE) --no-print-directory notify VERSION=$$(cat $(CANDIDATE_FILE)) || status=$$?; \
-	exit $$status
+	$(PY) -m scripts.pipeline training --run-dir $(RUN_DIR)
+
+.PHONY: retrain-pipeline
+retrain-pipeline: setup ## retraining pipeline: validate -> retrain -> unittest -> notify (when a candidate was registered)
+	$(PY) -m scripts.pipeline retraining --run-dir $(RUN_DIR)
+
+.PHONY: model-test
+model-test: setup ## model-test pipeline: the current unittests/ against production (else newest testing); result recorded and emailed
+	$(PY) -m scripts.pipeline model-test --run-dir $(RUN_DIR)
 
 .PHONY: promote
 promote: setup ## VERSION (default: newest tested) -> production, then deploy (DEPLOY=gke: the GKE Deployment); a failed deploy moves production back

@@ -1,32 +1,45 @@
-"""The quality gate: absolute thresholds a candidate must meet before it is registered."""
+"""The quality gate: what a candidate must meet before it is registered.
+
+Absolute thresholds (accuracy, a recall floor per class, ONNX parity) and, whenever production
+exists, champion/challenger: the candidate may not be worse than the production model, evaluated
+now on the same test images, by more than ``gate.max_regression``.
+"""
 
 from __future__ import annotations
 
-COVID = "COVID"
+
+def _check(name: str, comparison: str, threshold: float, value: float, production_value=None) -> dict:
+    passed = value >= threshold if comparison == ">=" else value <= threshold
+    check = {"name": name, "comparison": comparison, "threshold": threshold, "value": value, "passed": bool(passed)}
+    if production_value is not None:
+        check["production_value"] = production_value
+    return check
 
 
-class GateFailed(RuntimeError):
-    """At least one check failed; the message names each failed check, its value and threshold."""
+def apply_gate(metrics: dict, parity_max_abs_diff: float, gate_params: dict, production: dict | None = None) -> dict:
+    """Evaluate every check; return ``{"passed", "checks", "production"}`` (never raises).
 
+    ``production`` is ``{"version", "metrics"}`` of the production model evaluated on the same test
+    images as the candidate, or ``{"version", "comparable": False, "reason"}`` when it cannot be,
+    or None when nothing is in production.
+    """
+    champion = (production or {}).get("metrics")
 
-def apply_gate(metrics: dict, parity_max_abs_diff: float, gate_params: dict) -> dict:
-    """Evaluate every check; return ``{"passed": bool, "checks": [...]}`` (never raises)."""
-    checks = [
-        ("accuracy", ">=", gate_params["min_accuracy"], metrics["accuracy"]),
-        ("covid_recall", ">=", gate_params["min_covid_recall"], metrics["recall"].get(COVID, 0.0)),
-        ("onnx_parity", "<=", gate_params["max_parity_diff"], parity_max_abs_diff),
-    ]
-    results = [
-        {
-            "name": name,
-            "comparison": comparison,
-            "threshold": threshold,
-            "value": value,
-            "passed": bool(value >= threshold if comparison == ">=" else value <= threshold),
-        }
-        for name, comparison, threshold, value in checks
-    ]
-    return {"passed": all(r["passed"] for r in results), "checks": results}
+    def production_value(section: str, key: str | None = None):
+        if not champion:
+            return None
+        return champion[section] if key is None else champion[section].get(key)
+
+    checks = [_check("accuracy", ">=", gate_params["min_accuracy"], metrics["accuracy"],
+                     production_value("accuracy"))]
+    for name, floor in (gate_params.get("min_recall") or {}).items():
+        checks.append(_check(f"recall[{name}]", ">=", floor, metrics["recall"].get(name, 0.0),
+                             production_value("recall", name)))
+    checks.append(_check("onnx_parity", "<=", gate_params["max_parity_diff"], parity_max_abs_diff))
+    if champion:
+        floor = round(champion["accuracy"] - gate_params["max_regression"], 6)
+        checks.append(_check("vs_production", ">=", floor, metrics["accuracy"], champion["accuracy"]))
+    return {"passed": all(c["passed"] for c in checks), "checks": checks, "production": production}
 
 
 def failure_message(gate: dict) -> str:

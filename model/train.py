@@ -6,6 +6,7 @@ after ``fit`` (evaluation, export, parity, gate, registration) is shared.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -27,6 +28,7 @@ from registry.store import KERAS_FILE, MODEL_FILE, Registry
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "pillow")
 REPORT_IMAGES = ("training_curves.png", "confusion_matrix.png")
+TEST_PREDICTIONS_FILE = "test_predictions.json"
 
 
 class TrainingError(RuntimeError):
@@ -114,14 +116,19 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     }
 
 
-def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes]:
-    """Metrics of the exported ONNX model on the test split, and its parity against Keras."""
+def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes, list[dict], np.ndarray]:
+    """Export ONNX; its metrics on the test split, its parity against Keras, and per test image
+    what it predicted (the acceptance tests compare the served model with these, image by image).
+
+    Returns ``(metrics, onnx record, onnx bytes, predictions, decoded test images)``.
+    """
     from model.evaluate import classification_metrics
     from model.export import ExportError, export_onnx, onnx_info, onnx_probabilities
     from model.tfdata import make_tf_dataset
 
     size = params["data"]["image_size"]
-    test_data = make_tf_dataset(usable, usable.split("test"), size, params["train"]["batch_size"])
+    examples = usable.split("test")
+    test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"])
     images = np.concatenate([x for x, _ in test_data.as_numpy_iterator()])
     labels = np.concatenate([y for _, y in test_data.as_numpy_iterator()])
     keras_probabilities = model.predict(images, verbose=0)
@@ -133,28 +140,48 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes]
     probabilities = onnx_probabilities(onnx_bytes, images)
     parity = float(np.abs(probabilities - keras_probabilities).max())
     metrics = classification_metrics(labels, probabilities, usable.classes)
-    return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes
+    predictions = [
+        {"path": e.path, "sha256": e.sha256, "label": e.label, "predicted": usable.classes[int(p.argmax())],
+         "top_probability": round(float(p.max()), 6)}
+        for e, p in zip(examples, probabilities)
+    ]
+    return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images
 
 
-def build_candidate(params: dict, kind: str = "train", start_from=None, parent_version: str | None = None):
+def production_now(registry: Registry | None, usable, decoded: dict) -> dict | None:
+    """The production model evaluated now on the same test images (champion/challenger), or None."""
+    from model.compare import evaluate_registered
+
+    pointer = registry.current() if registry is not None else None
+    if pointer is None:
+        return None
+    return evaluate_registered(registry, pointer["version"], "production", usable, decoded)
+
+
+def build_candidate(params: dict, kind: str = "train", start_from=None, parent: dict | None = None,
+                    registry: Registry | None = None, data=None, extra: dict | None = None):
     """Train (or fine-tune ``start_from``), evaluate, export and gate; register nothing.
 
-    Returns ``(metadata, files)``: the version's metadata without its name, and its files.
+    ``parent`` is the metadata of the version fine-tuned (retraining); ``registry`` is where the
+    production model to compare with lives; ``data`` the (usable dataset, validation report) when
+    the caller already loaded them; ``extra`` more metadata (retraining's key). Returns
+    ``(metadata, files)``: the version's metadata without its name, and its files.
     """
     import keras
 
     from model.evaluate import plot_confusion_matrix, plot_training_curves
     from model.network import build_network
 
-    usable, report = load_training_data(params)
+    usable, report = data or load_training_data(params)
     keras.utils.set_random_seed(params["train"]["seed"])
     model = start_from or build_network(params["data"]["image_size"], len(params["classes"]))
     model, training = fit(model, usable, params)
-    metrics, onnx_record, onnx_bytes = evaluate_and_export(model, usable, params)
-    gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"])
+    metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
+    production = production_now(registry, usable, {params["data"]["image_size"]: images})
+    gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)
     metadata = {
         "kind": kind,
-        "parent_version": parent_version,
+        "parent_version": parent["version"] if parent else None,
         "git_commit": git_commit(),
         "classes": usable.classes,
         "image_size": params["data"]["image_size"],
@@ -165,14 +192,20 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent_v
             "split_counts": {s: sum(c.values()) for s, c in report["split_counts"].items()},
             "excluded_files": len(report["excluded"]),
         },
-        "params": masked({k: params[k] for k in ("classes", "data", "train", "export", "gate")}),
+        "params": masked({k: params[k] for k in ("classes", "data", "train", "export", "gate", "retrain")}),
         "metrics": metrics,
         "training": training,
         "gate": gate,
         "onnx": onnx_record,
+        "test_predictions": {"file": TEST_PREDICTIONS_FILE, "images": len(predictions)},
+        "images": dict(params["images"]),
         "libraries": library_versions(),
         "reports": list(REPORT_IMAGES),
+        **(extra or {}),
     }
+    if parent:
+        metadata["parent"] = {"version": parent["version"], "stage": parent.get("stage"),
+                              "dataset_manifest_sha256": (parent.get("dataset") or {}).get("manifest_sha256")}
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
         plot_training_curves(training["history"], work_dir / "training_curves.png")
@@ -180,39 +213,67 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent_v
         model.save(work_dir / KERAS_FILE)
         files = {name: (work_dir / name).read_bytes() for name in (KERAS_FILE, *REPORT_IMAGES)}
     files[MODEL_FILE] = onnx_bytes
+    files[TEST_PREDICTIONS_FILE] = json.dumps(predictions, indent=1).encode()
     return metadata, files
 
 
+class GateFailed(TrainingError):
+    """The candidate did not pass the quality gate; ``metadata`` is what it would have recorded."""
+
+    def __init__(self, metadata: dict):
+        super().__init__(failure_message(metadata["gate"]))
+        self.metadata = metadata
+
+
 def register_candidate(registry: Registry, metadata: dict, files: dict[str, bytes]) -> str:
-    """Register a candidate that passed the gate in testing, with its HTML report."""
+    """Register a candidate that passed the gate in testing, with its (static) HTML report."""
     from scripts.report import render_html
 
     if not metadata["gate"]["passed"]:
-        raise TrainingError(failure_message(metadata["gate"]))
+        raise GateFailed(metadata)
     version = registry.claim_version()
     record = {**metadata, "version": version}
-    report = render_html(record, images={name: name for name in REPORT_IMAGES})
+    report = render_html(record, images={name: name for name in REPORT_IMAGES}, status=False)
     return registry.register({**files, "report.html": report.encode()}, record, version=version)
 
 
-def run_step(params: dict, version_file: str | None, kind: str = "train", start_from=None,
-             parent_version: str | None = None) -> str:
-    """Build, gate and register a candidate; write its version to ``version_file``."""
-    registry = Registry(params["registry_uri"])
-    metadata, files = build_candidate(params, kind, start_from, parent_version)
-    metrics, gate = metadata["metrics"], metadata["gate"]
+def show_gate(gate: dict) -> None:
+    """The gate table on the console, with the production model's value beside each check."""
     for check in gate["checks"]:
         verdict = "pass" if check["passed"] else "FAIL"
-        click.echo(f"gate {check['name']:<13} {check['value']:.6g} {check['comparison']} "
-                   f"{check['threshold']:.6g}: {verdict}")
+        production = check.get("production_value")
+        beside = f"   (production {production:.4g})" if isinstance(production, (int, float)) else ""
+        click.echo(f"gate {check['name']:<24} {check['value']:.6g} {check['comparison']} "
+                   f"{check['threshold']:.6g}: {verdict}{beside}")
+    production = gate.get("production") or {}
+    if production.get("comparable") is False:
+        click.echo(f"gate: production {production['version']} not compared: {production['reason']}")
+
+
+def run_step(params: dict, version_file: str | None, kind: str = "train", start_from=None,
+             parent: dict | None = None, data=None, extra: dict | None = None) -> str:
+    """Build, gate and register a candidate; write its version to ``version_file``.
+
+    Raises GateFailed (with the candidate's metadata) when the gate refuses it.
+    """
+    registry = Registry(params["registry_uri"])
+    write_version_file(version_file, "")
+    metadata, files = build_candidate(params, kind, start_from, parent, registry, data, extra)
+    show_gate(metadata["gate"])
     version = register_candidate(registry, metadata, files)
-    if version_file:
-        Path(version_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(version_file).write_text(version + "\n")
-    click.echo(f"registered {version} in testing at {registry.uri}: accuracy {metrics['accuracy']:.4f}, "
-               f"COVID recall {metrics['recall'].get('COVID', 0):.4f}, "
-               f"ONNX parity {metadata['onnx']['parity_max_abs_diff']:.2g}")
+    write_version_file(version_file, version)
+    recalls = ", ".join(f"{name} recall {metadata['metrics']['recall'].get(name, 0):.4f}"
+                        for name in params["gate"].get("min_recall") or {})
+    click.echo(f"registered {version} in testing at {registry.uri}: accuracy {metadata['metrics']['accuracy']:.4f}"
+               f"{', ' + recalls if recalls else ''}, ONNX parity {metadata['onnx']['parity_max_abs_diff']:.2g}")
     return version
+
+
+def write_version_file(path: str | None, version: str) -> None:
+    """Tell the next pipeline step which version was registered (an empty file: none)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(version + ("\n" if version else ""))
 
 
 @click.command()
@@ -224,10 +285,13 @@ def run_step(params: dict, version_file: str | None, kind: str = "train", start_
 @click.option("--seed", type=int, help="Random seed (train.seed).")
 @click.option("--version-file", type=click.Path(dir_okay=False),
               help="Write the registered version here (read by the next pipeline step).")
-def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, version_file):
+@click.option("--outcome-file", type=click.Path(dir_okay=False),
+              help="When the gate refuses the candidate, note here that the product owner was told.")
+def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, version_file, outcome_file):
     """Train the classifier from scratch and register it in testing if it passes the gate.
 
-    A failed gate check exits 1 naming the check, its value and threshold; nothing is registered.
+    A failed gate check exits 1 naming the check, its value and threshold; nothing is registered,
+    and the product owner gets an email with the candidate's report.
 
     Example: TRAIN_EPOCHS=3 python -m model.train --version-file .run/candidate-version
     """
@@ -239,8 +303,25 @@ def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, versio
         click.echo(describe(params, "train", ("dataset_uri", "registry_uri", "classes", "data", "train",
                                               "export", "gate")))
         run_step(params, version_file)
+    except GateFailed as exc:
+        raise click.ClickException(f"{exc}; nothing was registered (email: {report_gate_failure(params, exc, outcome_file)})")
     except (ConfigError, DatasetError, StorageError, TrainingError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def report_gate_failure(params: dict, failure: GateFailed, outcome_file: str | None) -> str:
+    """Email the product owner the refused candidate's report; return where the email went."""
+    from scripts.notify import DeliveryError, notify_outcome
+    from scripts.outcome import record_outcome
+
+    try:
+        where = notify_outcome(params, "training-failed-gate",
+                               f"A model trained from scratch failed the quality gate and was not registered: {failure}.",
+                               metadata=failure.metadata)
+    except DeliveryError as exc:
+        where = f"NOT delivered ({exc})"
+    record_outcome(outcome_file, "training-failed-gate", where)
+    return where
 
 
 if __name__ == "__main__":

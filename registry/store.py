@@ -10,6 +10,7 @@ Layout under the registry URI (a local folder or ``gs://BUCKET/PREFIX``)::
     <stage>/<version>/evaluations/<at>-<id>.json  one object per later evaluation (retraining)
     production/current.json               the production pointer, replaced by compare-and-swap
     audit/<at>-<id>.json                  one object per promotion, rollback or revert
+    index/<kind>/<key>.json               create-only lookups (retraining keys: what was already tried)
     locks/<name>.json                     leases (storage/lease.py)
 
 A version is ``v<number>-<UTC timestamp>`` (``v0007-20261127T133000Z``). It becomes visible when its
@@ -46,6 +47,7 @@ KERAS_FILE = "model.keras"
 POINTER_FILE = "production/current.json"
 COUNTER_FILE = "counter.json"
 AUDIT_PREFIX = "audit"
+INDEX_PREFIX = "index"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
 DEFAULT_GC_GRACE_S = 3600.0
 
@@ -258,6 +260,21 @@ class Registry:
 
     def record_evaluation(self, version: str, evaluation: dict) -> dict:
         return self.record(version, "evaluations", evaluation)
+
+    def index_get(self, kind: str, key: str) -> dict | None:
+        """The record filed under ``key`` (e.g. a retraining key), or None."""
+        try:
+            return json.loads(self.storage.read(f"{INDEX_PREFIX}/{kind}/{key}.json"))
+        except ObjectNotFound:
+            return None
+
+    def index_put(self, kind: str, key: str, record: dict) -> dict:
+        """File ``record`` under ``key``, create-only: the first writer wins and is returned."""
+        try:
+            self.storage.create(f"{INDEX_PREFIX}/{kind}/{key}.json", _json(record))
+            return record
+        except AlreadyExists:
+            return self.index_get(kind, key)
 
     # --- the production pointer -------------------------------------------------------------
 

@@ -10,8 +10,9 @@ import click
 import pytest
 
 from model.config import REPO_ROOT, ConfigError, describe, load_params
-from storage import StorageError
 from registry.store import Registry, RegistryError, utc_now
+from scripts.outcome import record_outcome
+from storage import StorageError
 from scripts.api_process import ApiProcessError, spawn_api, stop_pid, wait_for_port_file, wait_until_serving
 
 SUITE_DIR = REPO_ROOT / "unittests"
@@ -30,6 +31,7 @@ class ResultCollector:
 
     def __init__(self):
         self.passed, self.failed, self.skipped = 0, 0, 0
+        self.failures: list[str] = []
         self.properties: dict[str, object] = {}
 
     def pytest_runtest_logreport(self, report):
@@ -37,6 +39,7 @@ class ResultCollector:
             self.passed += 1
         elif report.failed:
             self.failed += 1
+            self.failures.append(report.nodeid.rsplit("/", 1)[-1])  # test_file.py::test_name
         elif report.skipped and report.when in ("setup", "call"):
             self.skipped += 1
         self.properties.update(dict(report.user_properties))
@@ -44,6 +47,7 @@ class ResultCollector:
     def pytest_collectreport(self, report):
         if report.failed:
             self.failed += 1
+            self.failures.append(f"collecting {report.nodeid}")
 
 
 def run_suite(api_url: str, version: str, params: dict) -> tuple[int, ResultCollector]:
@@ -57,10 +61,36 @@ def run_suite(api_url: str, version: str, params: dict) -> tuple[int, ResultColl
     return int(code), collector
 
 
-def run_acceptance(params: dict, version: str, run_dir: Path) -> dict:
-    """Serve ``version`` on a free loopback port, run the suite, record and return the run."""
+def run_acceptance(params: dict, version: str, run_dir: Path, api_url: str | None = None) -> dict:
+    """Serve ``version`` on a free loopback port (or use the API already serving it at ``api_url``),
+    run the suite, record the run on every stage that holds the version, and return it."""
     registry = Registry(params["registry_uri"])
     stage = registry.stage_of(version)
+    timeout = params["api"]["start_timeout_s"]
+    if api_url:
+        wait_until_serving(api_url, version, timeout, lambda: True, run_dir / "api.log")
+        code, results = run_suite(api_url, version, params)
+    else:
+        code, results = serve_and_run(params, version, stage, run_dir)
+    failed = results.failed if code in (0, 1) else max(results.failed, 1)
+    run = {
+        **results.properties,  # what the tests measured; never allowed to overwrite the verdict below
+        "suite_sha256": suite_sha256(),
+        "passed": results.passed,
+        "failed": failed,
+        "failures": results.failures,
+        "skipped": results.skipped,
+        "at": utc_now(),
+        "pytest_exit_code": code,
+    }
+    if api_url:
+        run["api_url"] = api_url
+    registry.record_test_run(version, run)
+    return run
+
+
+def serve_and_run(params: dict, version: str, stage: str, run_dir: Path) -> tuple[int, ResultCollector]:
+    """Start the API on ``version`` on a free loopback port, run the suite against it, stop it."""
     log_path = run_dir / f"acceptance-api-{version}.log"
     with tempfile.TemporaryDirectory() as work:
         port_file = Path(work) / "port"
@@ -75,33 +105,26 @@ def run_acceptance(params: dict, version: str, run_dir: Path) -> dict:
             api_url = f"http://127.0.0.1:{port}"
             wait_until_serving(api_url, version, timeout, lambda: process.poll() is None, log_path)
             click.echo(f"serving {version} ({stage}) at {api_url}; running {SUITE_DIR.name}/")
-            code, results = run_suite(api_url, version, params)
+            return run_suite(api_url, version, params)
         finally:
             stop_pid(process.pid)
-    failed = results.failed if code in (0, 1) else max(results.failed, 1)
-    run = {
-        "suite_sha256": suite_sha256(),
-        "passed": results.passed,
-        "failed": failed,
-        "skipped": results.skipped,
-        "at": utc_now(),
-        "pytest_exit_code": code,
-        **results.properties,
-    }
-    registry.record_test_run(version, run)
-    return run
 
 
 @click.command()
 @click.option("--version", "version", help="Registry version to test (default: newest testing version).")
 @click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
 @click.option("--dataset", "dataset_uri", help="Dataset root for the test images (default: DATASET_URI).")
+@click.option("--api-url", envvar="API_URL", help="Test the API already serving VERSION here (a sidecar on "
+              "GKE) instead of starting one. [env API_URL]")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run", show_default=True,
               help="Where the API's log goes.")
-def main(version, registry_uri, dataset_uri, run_dir):
+@click.option("--outcome-file", type=click.Path(dir_okay=False),
+              help="Once a verdict is recorded, note it here (the pipeline then emails the report).")
+def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
     """Serve VERSION with the real API on a free port, run unittests/ against it, record the result.
 
-    Exits 1 when any acceptance test fails; the run is recorded on the version either way.
+    Exits 1 when any acceptance test fails, naming the failed tests; the run is recorded on the
+    version either way.
 
     Example: python -m scripts.acceptance --version v0001-20261127T143000Z
     """
@@ -114,14 +137,17 @@ def main(version, registry_uri, dataset_uri, run_dir):
             if not versions:
                 raise RegistryError("the registry has no testing version: run `make train` first")
             version = versions[-1]
-        run = run_acceptance(params, version, run_dir)
+        run = run_acceptance(params, version, run_dir, api_url)
     except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
         raise click.ClickException(str(exc)) from exc
-    accuracy = run.get("api_accuracy")
+    verdict = "passed" if run["failed"] == 0 and run["passed"] else "failed"
+    record_outcome(outcome_file, f"tests-{verdict}", "the report follows")
+    agreement = run.get("api_agreement")
     summary = f"{run['passed']} passed, {run['failed']} failed" + (
-        f"; accuracy through the API {accuracy:.4f}" if accuracy is not None else "")
-    if run["failed"]:
-        raise click.ClickException(f"acceptance tests of {version} failed: {summary} (recorded on the version)")
+        f"; the API agrees with training on {agreement:.2%} of the test images" if agreement is not None else "")
+    if verdict == "failed":
+        raise click.ClickException(f"acceptance tests of {version} failed: {summary}; failed: "
+                                   f"{', '.join(run['failures']) or 'none ran'} (recorded on the version)")
     click.echo(f"acceptance tests of {version} passed: {summary} (recorded on the version)")
 
 

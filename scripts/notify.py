@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.policy import readiness
+from registry.policy import readiness, tests_passed
 from registry.store import Registry, RegistryError
 from scripts.report import (
     gate_verdict,
@@ -34,6 +34,7 @@ from storage import StorageError
 
 SUBJECT_PREFIX = "[xray-mlops]"
 VERSION_HEADER = "X-Model-Version"
+OUTCOME_HEADER = "X-Pipeline-Outcome"
 # params.yaml has no smtp.timeout_s yet; a value there (or SMTP_TIMEOUT_S) is honoured once added.
 DEFAULT_SMTP_TIMEOUT_S = 30.0
 
@@ -46,15 +47,83 @@ class DeliveryError(RuntimeError):
         self.saved_to = saved_to
 
 
-def subject(metadata: Mapping[str, Any]) -> str:
-    """``[xray-mlops] <version> ready to promote: ...`` or ``... NOT promotable: <why>``."""
+# Every outcome of a pipeline run that the product owner hears about: its title and whether the
+# run succeeded (a failed outcome sends its email and the step exits non-zero).
+OUTCOMES = {
+    "training-failed-gate": ("training failed the quality gate", False),
+    "production-still-good": ("production still good on the new data", True),
+    "testing-still-good": ("testing model still good on the new data", True),
+    "poor-model": ("retraining produced a poor model", False),
+    "no-model": ("no model to retrain", False),
+    "incompatible-base": ("retraining refused: the base model does not fit the current settings", False),
+    "step-failed": ("a pipeline step failed", False),
+}
+
+
+def what_happened(metadata: Mapping[str, Any]) -> str:
+    """``retraining of production v0003 passed: `` for a retrained version; empty for training."""
+    parent = metadata.get("parent") if isinstance(metadata.get("parent"), dict) else {}
+    if metadata.get("kind") != "retrain":
+        return ""
+    base = "production" if parent.get("stage") == "production" else "the testing model"
+    return f"retraining of {base} {metadata.get('parent_version') or ''}".rstrip() + " passed: "
+
+
+def subject(metadata: Mapping[str, Any], tested_as: str | None = None) -> str:
+    """``[xray-mlops] <version> ready to promote: ...`` or ``... NOT promotable: <why>``; retrained
+    versions say from what; a model-test run (``tested_as``: its stage) says what the tests found."""
     version = metadata.get("version", "?")
     ready = readiness(metadata)
+    if tested_as:
+        verdict = "passed" if tests_passed(metadata) else "FAILED"
+        return f"{SUBJECT_PREFIX} acceptance tests of {version} ({tested_as}) {verdict}: {tests_verdict(metadata)}"
     if ready.promotable:
         accuracy = (metadata.get("metrics") or {}).get("accuracy")
         shown = f"{accuracy:.3f}" if isinstance(accuracy, (int, float)) else "n/a"
-        return f"{SUBJECT_PREFIX} {version} ready to promote: accuracy {shown}, acceptance tests passed"
-    return f"{SUBJECT_PREFIX} {version} NOT promotable: {', '.join(ready.problems)}"
+        return (f"{SUBJECT_PREFIX} {what_happened(metadata)}{version} ready to promote: accuracy {shown}, "
+                "acceptance tests passed")
+    return f"{SUBJECT_PREFIX} {what_happened(metadata)}{version} NOT promotable: {', '.join(ready.problems)}"
+
+
+def _new_message(subject_line: str, sender: str, recipient: str) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = subject_line
+    message["From"] = sender
+    message["To"] = recipient
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain="xray-mlops")
+    return message
+
+
+def outcome_message(kind: str, headline: str, sender: str, recipient: str, metadata: Mapping[str, Any] | None = None,
+                    facts: Mapping[str, Any] | None = None) -> EmailMessage:
+    """The email of an outcome that registered no version (gate failed, still good, no model...).
+
+    The headline says what happened; ``facts`` are key/value lines (which step, which log...);
+    ``metadata`` is the candidate's, when one was trained, shown as its report (no promotion
+    status: it was not registered, or is not what this email is about).
+    """
+    title, _ = OUTCOMES[kind]
+    message = _new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
+    message[OUTCOME_HEADER] = kind
+    lines = [headline, ""] + [f"  {key}: {value}" for key, value in (facts or {}).items()]
+    text = "\n".join(lines) + "\n"
+    if metadata:
+        text += "\n" + render_text(metadata, status=False)
+    message.set_content(text, cte="quoted-printable")
+    if metadata:
+        message.add_alternative(render_html(metadata, status=False, headline=headline), subtype="html",
+                                cte="quoted-printable")
+    message.policy = message.policy.clone(max_line_length=998)
+    return message
+
+
+def notify_outcome(params: Mapping[str, Any], kind: str, headline: str, metadata: Mapping[str, Any] | None = None,
+                   facts: Mapping[str, Any] | None = None) -> str:
+    """Email the product owner one outcome; return where it went (DeliveryError when it could not)."""
+    notify = params["notify"]
+    message = outcome_message(kind, headline, notify["from"], notify["to"], metadata, facts)
+    return deliver(message, params)
 
 
 def content_id(name: str) -> str:
@@ -62,7 +131,8 @@ def content_id(name: str) -> str:
     return "".join(char if char.isalnum() or char in "._-" else "_" for char in name)
 
 
-def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, recipient: str) -> EmailMessage:
+def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, recipient: str,
+                  tested_as: str | None = None) -> EmailMessage:
     """The report email: a text part, and an HTML alternative with the report PNGs inline.
 
     Layout: multipart/alternative(text/plain, multipart/related(text/html, image/png...)), so
@@ -70,12 +140,7 @@ def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, 
     """
     version = str(metadata["version"])
     images = report_images(registry, version, metadata)
-    message = EmailMessage()
-    message["Subject"] = subject(metadata)
-    message["From"] = sender
-    message["To"] = recipient
-    message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain="xray-mlops")
+    message = _new_message(subject(metadata, tested_as), sender, recipient)
     message[VERSION_HEADER] = version
     # Quoted-printable keeps a saved .eml readable (and greppable) in a text editor.
     message.set_content(render_text(metadata), cte="quoted-printable")
@@ -105,7 +170,7 @@ def write_outbox(message: EmailMessage, outbox_dir: str | Path, now: datetime | 
     directory = Path(outbox_dir)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    version = content_id(str(message.get(VERSION_HEADER) or "message"))
+    version = content_id(str(message.get(VERSION_HEADER) or message.get(OUTCOME_HEADER) or "message"))
     data = bytes(message)
     attempt = 1
     while True:
@@ -229,7 +294,10 @@ def _check_addresses(value: str, role: str, option: str, variable: str) -> None:
 @click.option("--registry", "registry_uri", help="Registry URI (default: REGISTRY_URI, else params.yaml).")
 @click.option("--to", "recipient", help="Recipient, e.g. the product owner (default: NOTIFY_TO, else params.yaml).")
 @click.option("--from", "sender", help="Sender address (default: NOTIFY_FROM, else params.yaml).")
-def main(version: str | None, registry_uri: str | None, recipient: str | None, sender: str | None) -> None:
+@click.option("--tested-as", type=click.Choice(["production", "testing"]),
+              help="The email reports a model-test run of VERSION as this stage's model.")
+def main(version: str | None, registry_uri: str | None, recipient: str | None, sender: str | None,
+         tested_as: str | None) -> None:
     """Email the product owner the report of VERSION, with the promote command when it is ready.
 
     Sends by SMTP when SMTP_HOST is set, else writes an .eml file to OUTBOX_DIR. If SMTP fails,
@@ -250,7 +318,7 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
         registry = Registry(params["registry_uri"])
         version = resolve_version(registry, version)
         metadata = registry.metadata(version)
-        message = build_message(metadata, registry, sender, recipient)
+        message = build_message(metadata, registry, sender, recipient, tested_as)
     except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:

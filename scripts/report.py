@@ -116,7 +116,7 @@ def _key_values(pairs: Iterable[tuple[str, str]]) -> list[str]:
     return [f"  {key.ljust(width)}  {value}" for key, value in pairs]
 
 
-def _overview(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _overview(metadata: Mapping[str, Any], status: bool = True) -> list[tuple[str, str]]:
     metrics = _section(metadata, "metrics")
     test_images = _section(_section(metadata, "dataset"), "split_counts").get("test")
     accuracy = _number(metrics.get("accuracy"))
@@ -129,15 +129,18 @@ def _overview(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("git commit", str(metadata.get("git_commit") or NOT_AVAILABLE)),
         ("test accuracy", accuracy),
         ("quality gate", gate_verdict(metadata)),
-        ("acceptance tests", tests_verdict(metadata)),
+        *([("acceptance tests", tests_verdict(metadata))] if status else []),
     ]
 
 
 def _lineage(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
     dataset = _section(metadata, "dataset")
-    parent = metadata.get("parent_version")
-    return [
-        ("parent version", str(parent) if parent else "none (trained from scratch)"),
+    parent, parent_record = metadata.get("parent_version"), _section(metadata, "parent")
+    rows = [("parent version", (f"{parent} ({parent_record['stage']}), fine-tuned" if parent_record.get("stage")
+                                else str(parent)) if parent else "none (trained from scratch)")]
+    if parent_record.get("dataset_manifest_sha256"):
+        rows.append(("parent's dataset", str(parent_record["dataset_manifest_sha256"])))
+    return rows + [
         ("dataset", str(dataset.get("uri", NOT_AVAILABLE))),
         ("manifest sha256", str(dataset.get("manifest_sha256") or NOT_AVAILABLE)),
         ("class counts", _counts(dataset.get("class_counts"), _classes(metadata))),
@@ -168,17 +171,53 @@ def _confusion(metadata: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
-def _gate_rows(metadata: Mapping[str, Any]) -> list[list[str]]:
-    return [
+def _gate_rows(metadata: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the gate table; a production column when production was compared."""
+    checks = _dicts(_section(metadata, "gate").get("checks"))
+    compared = any("production_value" in check for check in checks)
+    header = ["check", "comparison", "threshold", "value", *(["production"] if compared else []), "passed"]
+    rows = [
         [
             str(check.get("name", "?")),
             str(check.get("comparison", "")),
             _threshold(check.get("threshold")),
             _threshold(check.get("value")),
+            *([_threshold(check.get("production_value"))] if compared else []),
             "yes" if check.get("passed") is True else "NO",
         ]
-        for check in _dicts(_section(metadata, "gate").get("checks"))
+        for check in checks
     ]
+    return header, rows
+
+
+def _delta(candidate: Any, production: Any) -> str:
+    if not isinstance(candidate, (int, float)) or not isinstance(production, (int, float)):
+        return NOT_AVAILABLE
+    return f"{candidate - production:+.3f}"
+
+
+def _comparison(metadata: Mapping[str, Any]) -> tuple[str, list[list[str]]]:
+    """The candidate beside the production model, both measured on the same test images at training
+    time: a sentence, and rows of (metric, candidate, production, delta)."""
+    production = _section(_section(metadata, "gate"), "production")
+    if not production:
+        return "Nothing was in production when this version was trained.", []
+    if production.get("comparable") is False:
+        return f"Production {production.get('version')} could not be compared: {production.get('reason')}.", []
+    mine, theirs = _section(metadata, "metrics"), _section(production, "metrics")
+    rows = [["accuracy", _number(mine.get("accuracy")), _number(theirs.get("accuracy")),
+             _delta(mine.get("accuracy"), theirs.get("accuracy"))]]
+    for name in _classes(metadata):
+        a, b = _section(mine, "recall").get(name), _section(theirs, "recall").get(name)
+        rows.append([f"recall {name}", _number(a), _number(b), _delta(a, b)])
+    sentence = (f"Production {production.get('version')}, evaluated at training time on the same "
+                f"{production.get('test_images', '?')} test images.")
+    return sentence, rows
+
+
+COMPARISON_HEADER = ["metric", "this version", "production", "delta"]
+STATUS_ELSEWHERE = ("Written at registration: its acceptance tests and whether it may be promoted change later. "
+                    "See `python -m scripts.report --version {version}` or `python -m registry show {version}`.")
 
 
 def _onnx(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -208,15 +247,28 @@ def _libraries(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(str(name), str(version)) for name, version in _section(metadata, "libraries").items()]
 
 
-def render_text(metadata: Mapping[str, Any]) -> str:
-    """The report of one version as plain text (the text part of the email)."""
-    ready = readiness(metadata)
+def render_text(metadata: Mapping[str, Any], status: bool = True, headline: str | None = None) -> str:
+    """The report of one version (or of a candidate that was not registered) as plain text.
+
+    ``status`` shows what changes after registration (acceptance tests, may it be promoted, the
+    next step); a report stored at registration leaves it out rather than freeze it. ``headline``
+    is an outcome sentence shown first (an email about a pipeline run).
+    """
     version = str(metadata.get("version", "?"))
     title = f"xray-mlops model report: {version}"
     lines = [title, "=" * len(title), ""]
-    lines += ["READY TO PROMOTE" if ready.promotable else "NOT PROMOTABLE", ""]
-    lines += ["Next step", f"  {ready.next_step}", ""]
-    lines += ["Overview", *_key_values(_overview(metadata)), ""]
+    if headline:
+        lines += [headline, ""]
+    if status:
+        ready = readiness(metadata)
+        lines += ["READY TO PROMOTE" if ready.promotable else "NOT PROMOTABLE", ""]
+        lines += ["Next step", f"  {ready.next_step}", ""]
+    elif metadata.get("version"):
+        lines += [STATUS_ELSEWHERE.format(version=version), ""]
+    lines += ["Overview", *_key_values(_overview(metadata, status)), ""]
+    sentence, comparison = _comparison(metadata)
+    lines += ["Compared with production", f"  {sentence}"]
+    lines += (_text_table(COMPARISON_HEADER, comparison) if comparison else []) + [""]
     lines += ["Lineage", *_key_values(_lineage(metadata)), ""]
     per_class = _per_class_rows(metadata)
     if per_class:
@@ -227,13 +279,14 @@ def render_text(metadata: Mapping[str, Any]) -> str:
         lines += ["Confusion matrix (rows: true class, columns: predicted class)"]
         lines += _text_table(header, rows) + [""]
     lines += [f"Quality gate: {gate_verdict(metadata)}"]
-    gate_rows = _gate_rows(metadata)
+    gate_header, gate_rows = _gate_rows(metadata)
     if gate_rows:
-        lines += _text_table(["check", "comparison", "threshold", "value", "passed"], gate_rows)
+        lines += _text_table(gate_header, gate_rows)
     lines += [""]
     onnx = _onnx(metadata)
     lines += ["ONNX", *(_key_values(onnx) if onnx else ["  not recorded"]), ""]
-    lines += [f"Acceptance tests: {tests_verdict(metadata)}", ""]
+    if status:
+        lines += [f"Acceptance tests: {tests_verdict(metadata)}", ""]
     training = _training(metadata)
     if training:
         lines += ["Training", *_key_values(training), ""]
@@ -298,25 +351,36 @@ def _html_key_values(pairs: Sequence[tuple[str, str]]) -> str:
     return _html_table(None, pairs, numeric_from=99) if pairs else "<p>not recorded</p>"
 
 
-def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
+def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None, status: bool = True,
+                headline: str | None = None) -> str:
     """The report of one version as one self-contained HTML page (inline CSS, no external assets).
 
     ``images`` maps a report PNG file name to the ``src`` to show it with: ``cid:<name>`` in an
     email, the file name next to a stored report, or a ``data:`` URI. Every value is escaped.
+    ``status`` and ``headline`` as in :func:`render_text`.
     """
-    ready = readiness(metadata)
     version = str(metadata.get("version", "?"))
     body = [f'<h1 style="{H1_STYLE}">xray-mlops model report: {_e(version)}</h1>']
-    if ready.promotable:
-        body.append(f'<p style="{READY_STYLE}">Ready to promote</p>')
-        body.append(_h2("Next step"))
-        body.append("<p>Run this to promote it to production:</p>"
-                    f'<code style="{CODE_STYLE}">{_e(ready.next_step)}</code>')
-    else:
-        body.append(f'<p style="{NOT_READY_STYLE}">Not promotable: {_e(", ".join(ready.problems))}</p>')
-        body.append(_h2("Next step"))
-        body.append(f"<p>{_e(ready.next_step)}</p>")
-    body += [_h2("Overview"), _html_key_values(_overview(metadata))]
+    if headline:
+        body.append(f"<p><strong>{_e(headline)}</strong></p>")
+    if status:
+        ready = readiness(metadata)
+        if ready.promotable:
+            body.append(f'<p style="{READY_STYLE}">Ready to promote</p>')
+            body.append(_h2("Next step"))
+            body.append("<p>Run this to promote it to production:</p>"
+                        f'<code style="{CODE_STYLE}">{_e(ready.next_step)}</code>')
+        else:
+            body.append(f'<p style="{NOT_READY_STYLE}">Not promotable: {_e(", ".join(ready.problems))}</p>')
+            body.append(_h2("Next step"))
+            body.append(f"<p>{_e(ready.next_step)}</p>")
+    elif metadata.get("version"):
+        body.append(f"<p>{_e(STATUS_ELSEWHERE.format(version=version))}</p>")
+    body += [_h2("Overview"), _html_key_values(_overview(metadata, status))]
+    sentence, comparison = _comparison(metadata)
+    body += [_h2("Compared with production"), f"<p>{_e(sentence)}</p>"]
+    if comparison:
+        body.append(_html_table(COMPARISON_HEADER, comparison))
     body += [_h2("Lineage"), _html_key_values(_lineage(metadata))]
     per_class = _per_class_rows(metadata)
     if per_class:
@@ -327,11 +391,12 @@ def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = 
         body += [_h2("Confusion matrix"), "<p>Rows: true class; columns: predicted class.</p>",
                  _html_table(header, rows, diagonal=True)]
     body.append(_h2(f"Quality gate: {gate_verdict(metadata)}"))
-    gate_rows = _gate_rows(metadata)
+    gate_header, gate_rows = _gate_rows(metadata)
     if gate_rows:
-        body.append(_html_table(["check", "comparison", "threshold", "value", "passed"], gate_rows))
+        body.append(_html_table(gate_header, gate_rows))
     body += [_h2("ONNX"), _html_key_values(_onnx(metadata))]
-    body += [_h2("Acceptance tests"), f"<p>{_e(tests_verdict(metadata))}</p>"]
+    if status:
+        body += [_h2("Acceptance tests"), f"<p>{_e(tests_verdict(metadata))}</p>"]
     training = _training(metadata)
     if training:
         body += [_h2("Training"), _html_key_values(training)]

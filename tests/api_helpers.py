@@ -257,3 +257,28 @@ def production(registry) -> str:
 @pytest.fixture
 def api(serve, production) -> RunningApi:
     return serve()
+
+
+def build_pattern_model(image_size: int = IMAGE_SIZE, seed: int = 0, scale: float = 40.0) -> bytes:
+    """A serialized ONNX model whose logits are a fixed, zero-mean random projection of the pixels.
+
+    Unlike the brightness model it reacts to the pattern of an image, not its mean, so how an image
+    is decoded and resized changes its answers, as it does a trained CNN's.
+    """
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((image_size * image_size, len(CLASSES)))
+    weights = ((weights - weights.mean(axis=0)) / image_size * scale).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        "pattern_classifier",
+        inputs=[helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", image_size, image_size, 1])],
+        outputs=[helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(CLASSES)])],
+        initializer=[helper.make_tensor("flat_shape", TensorProto.INT64, [2], [-1, image_size * image_size]),
+                     helper.make_tensor("weights", TensorProto.FLOAT, list(weights.shape), weights.flatten().tolist())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -61,3 +61,38 @@ def storage_uri(request, tmp_path) -> str:
         return str(tmp_path / "store")
     request.getfixturevalue("fake_gcs")
     return f"gs://{new_bucket()}/store"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """`make pipeline` run once, as a user runs it: the sample data written and validated, a model
+    trained for seconds, tested through the real API, its report emailed to the outbox.
+
+    Tests that change the registry or the data work on a copy (``trained_copy``).
+    """
+    from helpers import TINY_TRAINING, free_port, run_make
+
+    root = tmp_path_factory.mktemp("pipeline")
+    env = clean_env(
+        DATASET_URI=str(root / "data"), REGISTRY_URI=str(root / "registry"), OUTBOX_DIR=str(root / "outbox"),
+        CACHE_DIR=str(root / "cache"), API_PORT=str(free_port()), PROMOTED_BY="product-owner@example.com",
+        **TINY_DATASET, **TINY_TRAINING,
+    )
+    pipeline = run_make("pipeline", f"RUN_DIR={root / 'run'}", env=env)
+    assert pipeline.returncode == 0, pipeline.stdout[-4000:] + pipeline.stderr[-4000:]
+    version = (root / "run" / "candidate-version").read_text().strip()
+    return {"root": root, "env": env, "pipeline": pipeline, "version": version}
+
+
+@pytest.fixture
+def trained_copy(trained, tmp_path) -> dict:
+    """A copy of the trained workspace's data and registry, with its own outbox, run folder and port."""
+    import shutil
+
+    from helpers import free_port
+
+    for folder in ("data", "registry"):
+        shutil.copytree(trained["root"] / folder, tmp_path / folder)
+    env = dict(trained["env"], DATASET_URI=str(tmp_path / "data"), REGISTRY_URI=str(tmp_path / "registry"),
+               OUTBOX_DIR=str(tmp_path / "outbox"), CACHE_DIR=str(tmp_path / "cache"), API_PORT=str(free_port()))
+    return {"root": tmp_path, "env": env, "version": trained["version"], "run_dir": f"RUN_DIR={tmp_path / 'run'}"}

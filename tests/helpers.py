@@ -47,3 +47,14 @@ def run_module(module: str, *args: str, env: dict[str, str], timeout: float = 60
 
 
 TINY_DATASET = {"SAMPLE_DATA_IMAGES_PER_CLASS": "30", "SAMPLE_DATA_IMAGE_SIZE": "96"}
+
+
+def run_make(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``make ARGS`` in the repository, as a user would."""
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# A model trained for seconds on the tiny dataset: small images, few epochs, the gate opened.
+TINY_TRAINING = {"DATA_IMAGE_SIZE": "32", "DATA_MIN_IMAGES_PER_CLASS": "5", "TRAIN_EPOCHS": "3",
+                 "GATE_MIN_ACCURACY": "0", "GATE_MIN_RECALL_COVID": "0", "ACCEPTANCE_MIN_CONFIDENT_SHARE": "0"}

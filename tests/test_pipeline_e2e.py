@@ -18,36 +18,29 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import REPO_ROOT, TINY_DATASET, clean_env, free_port, run_module
+from helpers import free_port, run_make, run_module
 from registry.store import Registry
 
 
 def make(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_make(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    env = clean_env(
-        DATASET_URI=str(root / "data"), REGISTRY_URI=str(root / "registry"), OUTBOX_DIR=str(root / "outbox"),
-        API_PORT=str(free_port()), DATA_IMAGE_SIZE="32", DATA_MIN_IMAGES_PER_CLASS="5", TRAIN_EPOCHS="3",
-        GATE_MIN_ACCURACY="0", GATE_MIN_COVID_RECALL="0", ACCEPTANCE_MIN_CONFIDENT_SHARE="0",
-        PROMOTED_BY="product-owner@example.com", **TINY_DATASET,
-    )
+def workspace(trained, tmp_path_factory):
+    """The pipeline's run (the ``trained`` fixture); promotion and the API work on a copy."""
+    root = tmp_path_factory.mktemp("promoted")
+    shutil.copytree(trained["root"] / "registry", root / "registry")
+    env = dict(trained["env"], REGISTRY_URI=str(root / "registry"), API_PORT=str(free_port()))
     run_dir = f"RUN_DIR={root / 'run'}"
-    pipeline = make("pipeline", run_dir, env=env)
-    yield {"root": root, "env": env, "run_dir": run_dir, "pipeline": pipeline,
+    yield {"root": trained["root"], "env": env, "run_dir": run_dir, "pipeline": trained["pipeline"],
            "url": f"http://127.0.0.1:{env['API_PORT']}"}
     make("stop", run_dir, env=env, timeout=60)
 
 
 @pytest.fixture(scope="module")
-def version(workspace) -> str:
-    pipeline = workspace["pipeline"]
-    assert pipeline.returncode == 0, pipeline.stdout[-3000:] + pipeline.stderr[-3000:]
-    return (workspace["root"] / "run" / "candidate-version").read_text().strip()
+def version(trained) -> str:
+    return trained["version"]
 
 
 def test_pipeline_writes_data_trains_tests_and_ends_with_the_promote_command(workspace, version):
@@ -75,6 +68,7 @@ def test_registry_lists_the_version_with_its_metadata_and_passed_tests(workspace
         assert key in entry
     (run,) = entry["tests"]
     assert run["failed"] == 0 and run["passed"] >= 10 and len(run["suite_sha256"]) == 64
+    assert run["api_agreement"] == 1.0
     assert run["api_accuracy"] == pytest.approx(entry["metrics"]["accuracy"], abs=1e-9)
 
 
@@ -112,7 +106,7 @@ def test_failed_acceptance_tests_are_recorded_and_block_promotion(workspace, ver
     registry = tmp_path / "registry"
     shutil.copytree(workspace["env"]["REGISTRY_URI"], registry)
     shutil.rmtree(registry / "production")
-    env = dict(workspace["env"], REGISTRY_URI=str(registry), ACCEPTANCE_ACCURACY_TOLERANCE="-1")
+    env = dict(workspace["env"], REGISTRY_URI=str(registry), ACCEPTANCE_MIN_AGREEMENT="1.01")
     result = run_module("scripts.acceptance", "--version", version, "--run-dir", str(tmp_path), env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"Error: acceptance tests of {version} failed")

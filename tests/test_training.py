@@ -23,7 +23,7 @@ def tiny_params(dataset, registry, **extra) -> dict:
     return load_params(
         {"dataset_uri": str(dataset), "registry_uri": str(registry), "data.image_size": IMAGE_SIZE,
          "data.min_images_per_class": 5, "train.epochs": 2, "gate.min_accuracy": 0.0,
-         "gate.min_covid_recall": 0.0, **extra},
+         "gate.min_recall.COVID": 0.0, **extra},
         environ={},
     )
 
@@ -57,7 +57,7 @@ def test_candidate_metadata_holds_lineage_metrics_gate_and_onnx(candidate):
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert set(metrics["recall"]) == set(params["classes"])
     assert np.asarray(metrics["confusion"]).sum() == metrics["test_images"] == metadata["dataset"]["split_counts"]["test"]
-    assert [c["name"] for c in metadata["gate"]["checks"]] == ["accuracy", "covid_recall", "onnx_parity"]
+    assert [c["name"] for c in metadata["gate"]["checks"]] == ["accuracy", "recall[COVID]", "onnx_parity"]
     assert metadata["gate"]["passed"]
     assert metadata["training"]["epochs_run"] == 2
     assert {"tensorflow-cpu", "onnxruntime", "tf2onnx"} <= set(metadata["libraries"])
@@ -105,15 +105,22 @@ def test_register_candidate_stores_files_and_report_with_metadata_last(candidate
 def test_failed_gate_exits_1_naming_the_check_and_registers_nothing(tiny_dataset, tmp_path):
     registry = tmp_path / "registry"
     env = clean_env(DATASET_URI=str(tiny_dataset), REGISTRY_URI=str(registry), DATA_IMAGE_SIZE=str(IMAGE_SIZE),
-                    DATA_MIN_IMAGES_PER_CLASS="5", TRAIN_EPOCHS="1", GATE_MIN_ACCURACY="1.01")
-    result = run_module("model.train", "--version-file", str(tmp_path / "version"), env=env)
+                    DATA_MIN_IMAGES_PER_CLASS="5", TRAIN_EPOCHS="1", GATE_MIN_ACCURACY="1.01",
+                    OUTBOX_DIR=str(tmp_path / "outbox"))
+    result = run_module("model.train", "--version-file", str(tmp_path / "version"), "--outcome-file",
+                        str(tmp_path / "outcome.json"), env=env)
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("Error: quality gate failed: accuracy = ")
     assert "required >= 1.01" in last_line
     assert "Traceback" not in result.stderr
     assert Registry(str(registry)).versions("testing") == []
-    assert not (tmp_path / "version").exists()
+    assert (tmp_path / "version").read_text() == ""  # the next step sees that nothing was registered
+    (email,) = (tmp_path / "outbox").glob("*.eml")
+    message = email.read_text()
+    assert "Subject: [xray-mlops] training failed the quality gate" in message
+    assert "accuracy" in message and "1.01" in message
+    assert json.loads((tmp_path / "outcome.json").read_text())["outcome"] == "training-failed-gate"
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path):
@@ -122,3 +129,25 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert "make data" in result.stderr and "Traceback" not in result.stderr
     assert json.dumps(result.stderr).count("Error:") == 1
+
+
+def test_the_gate_compares_with_production_evaluated_now_not_its_stored_figure(tiny_dataset, tmp_path):
+    from api_helpers import build_pattern_model, model_metadata, register_model
+    from model.compare import evaluate_registered
+    from model.train import build_candidate, load_training_data
+
+    registry = Registry(str(tmp_path / "registry"))
+    model = build_pattern_model(image_size=IMAGE_SIZE)
+    stored = model_metadata(model)
+    stored["metrics"]["accuracy"] = 0.123  # what it scored once, on other data: the gate must not trust it
+    production = register_model(registry, model, stored)
+    registry.promote(production, by="owner")
+    params = tiny_params(tiny_dataset, tmp_path / "registry", **{"train.epochs": 1, "gate.max_regression": 1.0})
+    metadata, _ = build_candidate(params, registry=registry)
+    compared = metadata["gate"]["production"]
+    now = evaluate_registered(registry, production, "production", load_training_data(params)[0])
+    assert compared["version"] == production and compared["metrics"] == now["metrics"]
+    assert compared["test_images"] == metadata["metrics"]["test_images"]
+    assert compared["metrics"]["accuracy"] != 0.123
+    vs = next(c for c in metadata["gate"]["checks"] if c["name"] == "vs_production")
+    assert vs["production_value"] == now["metrics"]["accuracy"]

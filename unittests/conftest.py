@@ -15,7 +15,6 @@ import requests
 
 from model.config import load_params
 from model.dataset import scan_dataset
-from model.validation import validate_dataset
 from registry.store import Registry
 
 
@@ -62,24 +61,49 @@ def http():
 
 
 @pytest.fixture(scope="session")
-def test_split(params, metadata):
-    """The dataset and its usable test examples, at most ``acceptance.max_test_images`` of them.
+def test_split(params, metadata, model_version):
+    """The dataset and the version's recorded test predictions: every test image training evaluated,
+    what the model predicted for it, and the image's sha256 then. At most
+    ``acceptance.max_test_images`` of them: a seeded sample, stratified by class, the same every run.
 
-    Split shares come from the version's recorded params and usable examples from the same
-    validation training ran, so these are the images the registry's accuracy was measured on
-    (when the dataset has not changed since). A subset is a seeded sample, the same on every run.
+    A file that is missing or whose bytes changed since training fails here, by name: the
+    comparison image by image would mean nothing.
     """
-    recorded = {**params, "data": {**params["data"], **metadata.get("params", {}).get("data", {})}}
-    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], recorded["data"]["split"],
+    import hashlib
+    import json
+
+    registry = Registry(params["registry_uri"])
+    recorded = (metadata.get("test_predictions") or {}).get("file")
+    if not recorded:
+        pytest.fail(f"{model_version} records no test predictions (registered before they were kept): "
+                    "retrain it to test it image by image")
+    predictions = json.loads(registry.read_file(model_version, recorded))
+    dataset = scan_dataset(params["dataset_uri"], metadata["classes"], {"train": 0.0, "validation": 0.0, "test": 1.0},
                            with_hashes=False, cache_dir=params["cache_dir"], progress=False)
-    _, usable = validate_dataset(dataset, recorded, progress=False)
-    examples = usable.split("test")
-    limit = params["acceptance"]["max_test_images"]
-    if limit and len(examples) > limit:
-        examples = sorted(random.Random(0).sample(examples, limit), key=lambda e: e.path)
-    if not examples:
-        pytest.fail(f"the dataset at {usable.uri} has no usable test images")
-    return usable, examples
+    present = {e.path for e in dataset.examples}
+    missing = [p["path"] for p in predictions if p["path"] not in present]
+    if missing:
+        pytest.fail(f"{len(missing)} test images of {model_version} are missing from {dataset.uri}, e.g. {missing[0]}")
+    changed = [p["path"] for p in predictions if hashlib.sha256(dataset.read_bytes(p["path"])).hexdigest() != p["sha256"]]
+    if changed:
+        pytest.fail(f"{len(changed)} test images of {model_version} changed since training, e.g. {changed[0]}")
+    return dataset, stratified_sample(predictions, params["acceptance"]["max_test_images"])
+
+
+def stratified_sample(items: list[dict], limit: int, seed: int = 0) -> list[dict]:
+    """At most ``limit`` items, each label in proportion (at least one each), seeded, in path order;
+    all of them when ``limit`` is 0."""
+    if not limit or len(items) <= limit:
+        return sorted(items, key=lambda item: item["path"])
+    groups: dict[str, list[dict]] = {}
+    for item in sorted(items, key=lambda item: item["path"]):
+        groups.setdefault(item["label"], []).append(item)
+    quota = {label: max(1, round(limit * len(group) / len(items))) for label, group in groups.items()}
+    while sum(quota.values()) > limit and max(quota.values()) > 1:
+        quota[max(quota, key=quota.get)] -= 1
+    rng = random.Random(seed)
+    chosen = [item for label in sorted(groups) for item in rng.sample(groups[label], quota[label])]
+    return sorted(chosen, key=lambda item: item["path"])
 
 
 def post_image(http, api_url: str, data: bytes, content_type: str = "image/png") -> requests.Response:

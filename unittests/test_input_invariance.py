@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from unittests.conftest import post_image
+from unittests.conftest import post_image, stratified_sample
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -16,30 +17,47 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+def tinted(gray: Image.Image) -> Image.Image:
+    """A colour copy of a gray image whose three channels differ (a tinted scan)."""
+    pixels = np.asarray(gray, dtype=np.float32)
+    channels = [pixels, pixels * 0.85 + 20, pixels * 0.7 + 40]
+    return Image.fromarray(np.stack([np.clip(c, 0, 255).astype(np.uint8) for c in channels], axis=-1), "RGB")
+
+
 @pytest.fixture(scope="module")
 def predictions(http, api_url, test_split, params):
-    dataset, examples = test_split
+    """Each image of a class-stratified sample, sent as PNG, as JPEG (quality 95), and as a tinted RGB
+    PNG with the gray image that image converts to (ITU-R 601 luma, what training's decoder does)."""
+    dataset, items = test_split
     answers = []
-    for example in examples[: params["acceptance"]["invariance_images"]]:
-        image = Image.open(io.BytesIO(dataset.read_bytes(example.path)))
+    for item in stratified_sample(items, params["acceptance"]["invariance_images"], seed=1):
+        image = Image.open(io.BytesIO(dataset.read_bytes(item["path"])))
         image.load()
         gray = image.convert("L")
+        colour = tinted(gray)
         variants = {
             "png": post_image(http, api_url, encode(gray, "PNG")),
             "jpeg": post_image(http, api_url, encode(gray, "JPEG", quality=95), "image/jpeg"),
-            "rgb": post_image(http, api_url, encode(gray.convert("RGB"), "PNG")),
+            "rgb": post_image(http, api_url, encode(colour, "PNG")),
+            "rgb_as_gray": post_image(http, api_url, encode(colour.convert("L"), "PNG")),
         }
         for name, response in variants.items():
-            assert response.status_code == 200, f"{example.path} as {name}: {response.text}"
-        answers.append((example.path, {name: r.json() for name, r in variants.items()}))
+            assert response.status_code == 200, f"{item['path']} as {name}: {response.text}"
+        answers.append((item["path"], {name: r.json() for name, r in variants.items()}))
     return answers
 
 
-def test_rgb_copy_gets_the_same_answer(predictions):
+def test_a_colour_image_is_read_as_its_gray_conversion(predictions):
     for path, answer in predictions:
-        assert answer["rgb"]["label"] == answer["png"]["label"], path
-        for name, p in answer["png"]["probabilities"].items():
+        assert answer["rgb"]["label"] == answer["rgb_as_gray"]["label"], path
+        for name, p in answer["rgb_as_gray"]["probabilities"].items():
             assert answer["rgb"]["probabilities"][name] == pytest.approx(p, abs=1e-5), path
+
+
+def test_the_sample_covers_every_class(predictions, test_split):
+    dataset, items = test_split
+    labels = {item["label"] for item in items if item["path"] in {path for path, _ in predictions}}
+    assert labels == {item["label"] for item in items}
 
 
 def test_jpeg_copy_gets_the_same_label_when_the_model_is_confident(predictions, params):

@@ -9,8 +9,8 @@ from unittests.conftest import post_image
 
 @pytest.fixture(scope="module")
 def answer(http, api_url, test_split):
-    dataset, examples = test_split
-    return post_image(http, api_url, dataset.read_bytes(examples[0].path))
+    dataset, items = test_split
+    return post_image(http, api_url, dataset.read_bytes(items[0]["path"]))
 
 
 def test_readyz_reports_ready(http, api_url):
