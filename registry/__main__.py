@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
@@ -13,6 +14,15 @@ from registry.verify import verify_servable
 from storage import StorageError
 
 REGISTRY_ERRORS = (RegistryError, StorageError)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """A registry or storage error becomes one clear line (click's ``Error: ...``), no traceback."""
+    try:
+        yield
+    except REGISTRY_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _registry(uri: str | None) -> Registry:
@@ -67,15 +77,13 @@ def cli():
 def list_versions(registry_uri, stage, as_json):
     """List versions with accuracy and test result, oldest first."""
     registry = _registry(registry_uri)
-    try:
+    with one_line_errors():
         rows = [
             {"stage": s, **with_promotion(registry.metadata(v, s))}
             for s in ([stage] if stage else STAGES)
             for v in registry.versions(s)
         ]
         current = (registry.current() or {}).get("version")
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     lines = [
         f"{r['stage']:<10} {r['version']:<24} {str(r.get('kind') or '?'):<7} "
         f"accuracy={_accuracy(r)}  tests: {_test_summary(r)}"
@@ -93,10 +101,8 @@ def list_versions(registry_uri, stage, as_json):
 def show(registry_uri, version, stage, as_json):
     """Show the merged metadata of VERSION: its record, every test run, and whether it is promotable."""
     registry = _registry(registry_uri)
-    try:
+    with one_line_errors():
         metadata = with_promotion(registry.metadata(version, stage))
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     _emit(metadata, as_json, json.dumps(metadata, indent=2, sort_keys=True))
 
 
@@ -105,10 +111,8 @@ def show(registry_uri, version, stage, as_json):
 @json_option
 def current(registry_uri, as_json):
     """Show the production pointer."""
-    try:
+    with one_line_errors():
         pointer = _registry(registry_uri).current()
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     if pointer is None and not as_json:
         raise click.ClickException("nothing was promoted yet: run `make promote`")
     text = pointer and f"production: {pointer['version']} (previous: {pointer['previous']}, " \
@@ -126,10 +130,8 @@ def promote(registry_uri, version, by):
     Only a version whose last acceptance-test run passed, and whose model loads and answers, is
     promoted. `make promote` also deploys it, and moves the pointer back if the deploy fails.
     """
-    try:
+    with one_line_errors():
         pointer = _registry(registry_uri).promote(version or None, by, verify=verify_servable)
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"promoted {pointer['version']} to production (previous: {pointer['previous']})")
 
 
@@ -138,10 +140,8 @@ def promote(registry_uri, version, by):
 @click.option("--by", help="Who rolls back (default: PROMOTED_BY, git user.email, gcloud account or login).")
 def rollback(registry_uri, by):
     """Point production back at the version it served before."""
-    try:
+    with one_line_errors():
         pointer = _registry(registry_uri).rollback(by)
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"production rolled back to {pointer['version']}")
 
 
@@ -150,10 +150,8 @@ def rollback(registry_uri, by):
 @json_option
 def audit(registry_uri, as_json):
     """List every promotion, rollback and revert, oldest first."""
-    try:
+    with one_line_errors():
         records = _registry(registry_uri).audit()
-    except REGISTRY_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     lines = [f"{r['at']}  {r['action']:<8} {r['version'] or '(nothing)'}  replaced {r['replaced'] or '-'}  "
              f"by {r['by']}" + (f"  ({r['reason']})" if r.get("reason") else "") for r in records]
     _emit(records, as_json, "\n".join(lines) if lines else "no promotion yet")

@@ -72,21 +72,24 @@ def run_acceptance(params: dict, version: str, run_dir: Path, api_url: str | Non
         code, results = run_suite(api_url, version, params)
     else:
         code, results = serve_and_run(params, version, stage, run_dir)
-    failed = results.failed if code in (0, 1) else max(results.failed, 1)
-    run = {
-        **results.properties,  # what the tests measured; never allowed to overwrite the verdict below
+    run = run_record(results, code, api_url)
+    registry.record_test_run(version, run)
+    return run
+
+
+def run_record(results: ResultCollector, code: int, api_url: str | None = None) -> dict:
+    """What is recorded of a run: what the tests measured, then the verdict, which they cannot overwrite."""
+    return {
+        **results.properties,
         "suite_sha256": suite_sha256(),
         "passed": results.passed,
-        "failed": failed,
+        "failed": results.failed if code in (0, 1) else max(results.failed, 1),  # pytest itself failed
         "failures": results.failures,
         "skipped": results.skipped,
         "at": utc_now(),
         "pytest_exit_code": code,
+        **({"api_url": api_url} if api_url else {}),
     }
-    if api_url:
-        run["api_url"] = api_url
-    registry.record_test_run(version, run)
-    return run
 
 
 def serve_and_run(params: dict, version: str, stage: str, run_dir: Path) -> tuple[int, ResultCollector]:

@@ -160,32 +160,25 @@ class GCSStorage:
 
     def create(self, relative: str, data: bytes) -> str:
         """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation."""
-        blob = self.bucket.blob(self._name(relative))
-        try:
-            blob.upload_from_string(data, if_generation_match=0, retry=self._conditional_retry)
-        except self._errors.PreconditionFailed as exc:
-            # A retried upload whose first attempt landed is refused too; that one is ours.
-            if self._same_content(relative, data):
-                return self._generation(relative)
-            raise AlreadyExists(f"{self.describe(relative)} already exists") from exc
-        except self._errors.GoogleAPIError as exc:
-            raise self._failure(exc, f"cannot create {self.describe(relative)}") from exc
-        return str(blob.generation)
-
-    def _generation(self, relative: str) -> str:
-        return str(self.bucket.get_blob(self._name(relative), retry=self._retry).generation)
+        return self._upload_if(relative, data, 0, AlreadyExists(f"{self.describe(relative)} already exists"))
 
     def replace(self, relative: str, data: bytes, if_generation: str) -> str:
         """Write only if the object still has ``if_generation``; return the new generation."""
+        return self._upload_if(relative, data, int(if_generation),
+                               GenerationMismatch(f"{self.describe(relative)} changed since it was read"))
+
+    def _upload_if(self, relative: str, data: bytes, generation: int, refused: StorageError) -> str:
+        """Upload with ``if_generation_match=generation``; raise ``refused`` when the server refuses."""
         blob = self.bucket.blob(self._name(relative))
         try:
-            blob.upload_from_string(data, if_generation_match=int(if_generation), retry=self._conditional_retry)
+            blob.upload_from_string(data, if_generation_match=generation, retry=self._conditional_retry)
         except self._errors.PreconditionFailed as exc:
+            # A retried upload whose first attempt landed is refused too; that one is ours.
             if self._same_content(relative, data):
-                return self._generation(relative)
-            raise GenerationMismatch(f"{self.describe(relative)} changed since it was read") from exc
+                return str(self.bucket.get_blob(self._name(relative), retry=self._retry).generation)
+            raise refused from exc
         except self._errors.GoogleAPIError as exc:
-            raise self._failure(exc, f"cannot replace {self.describe(relative)}") from exc
+            raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
         return str(blob.generation)
 
     def copy(self, source: str, target: str) -> None:

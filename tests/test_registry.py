@@ -518,3 +518,13 @@ def test_cli_list_shows_versions_with_missing_kind_or_accuracy(registry):
     result = run_module("registry", "list", "--registry", registry.uri, env=clean_env())
     assert result.returncode == 0, result.stderr
     assert version in result.stdout and "accuracy=?" in result.stdout
+
+
+def test_who_promotes_is_never_blank(monkeypatch, tmp_path):
+    from registry.store import whoami
+
+    monkeypatch.setenv("PROMOTED_BY", "  ")
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither git nor gcloud to ask
+    assert whoami().strip()
+    monkeypatch.setenv("PROMOTED_BY", "po@example.com")
+    assert whoami() == "po@example.com"
