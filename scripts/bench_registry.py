@@ -411,10 +411,10 @@ def run(params: dict, quick: bool) -> dict:
             "reads: exists, read, read_with_generation; lists: list, find, walk (listed: names they returned); "
             "writes: create, replace, write, copy, delete, refused ones included (a lease already there); "
             "HTTP: requests the GCS client sent (a listing of more than 1000 objects takes several)",
-            "gcs: fake-gcs-server (memory backend) on loopback, a bucket per history. Its own cost grows with "
-            "the objects in a bucket (its writes slow down as a bucket fills), so there the times at the long history grow where "
-            "the calls and HTTP requests do not: the counts are what carries over to GCS, the times are the "
-            "emulator's. It also ignores match_glob, so there `find` lists every object under the stage",
+            "gcs: fake-gcs-server (memory backend) on loopback, a bucket per history. Its writes slow down as "
+            "a bucket fills, so there the times at the long history grow where the calls and HTTP requests do "
+            "not: the counts are what carries over to GCS, the times are the emulator's. It also ignores "
+            "match_glob, so there `find` lists every object under the stage",
             f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
             + ("; quick mode: the numbers mean nothing" if quick else ""),
             *notes,
