@@ -410,7 +410,8 @@ def run(params: dict, quick: bool) -> dict:
             "first until one passed (here the newest), after finding every testing version",
             "reads: exists, read, read_with_generation; lists: list, find, walk (listed: names they returned); "
             "writes: create, replace, write, copy, delete, refused ones included (a lease already there); "
-            "HTTP: requests the GCS client sent (a listing of more than 1000 objects takes several)",
+            "HTTP: requests the GCS client sent (GCS pages a listing by 1000 objects; fake-gcs-server answers "
+            "in one page)",
             "gcs: fake-gcs-server (memory backend) on loopback, a bucket per history. Its writes slow down as "
             "a bucket fills, so there the times at the long history grow where the calls and HTTP requests do "
             "not: the counts are what carries over to GCS, the times are the emulator's. It also ignores "
