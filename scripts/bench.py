@@ -21,6 +21,7 @@ import click
 from model.config import ConfigError, describe, load_params
 
 SECTIONS = {
+    "registry": "scripts.bench_registry",
     "serving": "scripts.bench_serving",
 }
 
@@ -57,12 +58,15 @@ def main(sections, quick, json_path):
     """Run the benchmarks and print one table per section.
 
     Settings come from the bench: section of params.yaml (BENCH_* environment variables) and,
-    for the serving section, from api: (API_THREADS, API_INTRA_OP_THREADS ...). Timings are only
-    comparable within one run, on an otherwise idle machine.
+    for the serving section, from api: (API_THREADS, API_INTRA_OP_THREADS ...); the registry
+    section counts storage calls at the history sizes of bench.registry_versions
+    (BENCH_REGISTRY_VERSIONS=10,1000). Timings are only comparable within one run, on an
+    otherwise idle machine.
 
     \b
     Example:
       python -m scripts.bench --section serving
+      python -m scripts.bench --section registry
     """
     try:
         params = load_params()
