@@ -63,6 +63,25 @@ def test_without_production_the_newest_tested_model_is_the_base_and_unchanged_da
     assert f"nothing new to learn: {ws['version']} was trained on this dataset version" in result.stdout
     assert inbox(ws) == [] and candidate(ws) == ""
 
+    # FORCE=1 retrains anyway, and the whole pipeline reports a retrained testing model.
+    forced = make(ws, "retrain-pipeline", "FORCE=1")
+    assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr
+    version = candidate(ws)
+    assert registry_of(ws).metadata(version)["parent"]["stage"] == "testing"
+    (email,) = inbox(ws)
+    assert email["Subject"].startswith(f"[xray-mlops] retraining of the testing model {ws['version']} passed: "
+                                       f"{version} ready to promote")
+
+
+def test_a_testing_model_still_good_on_new_data_is_told_so(trained_copy):
+    ws = trained_copy
+    assert make(ws, "data", "EXTRA=2", "SEED=5").returncode == 0
+    result = make(ws, "retrain", RETRAIN_MIN_ACCURACY="0")
+    assert result.returncode == 0, result.stderr
+    assert f"the testing model {ws['version']} is still good on the new data" in result.stdout
+    (email,) = inbox(ws)
+    assert email["Subject"] == "[xray-mlops] testing model still good on the new data"
+
 
 def test_an_incompatible_base_is_refused_saying_which_setting_differs(trained_copy):
     ws = trained_copy
