@@ -2,6 +2,11 @@
 
 Input ``image``: float32 ``(N, S, S, 1)`` in [0, 1] (see model/preprocess.py).
 Output ``probabilities``: float32 ``(N, classes)``, softmax.
+
+The stem is a stride-2 convolution without batch normalization: the network's first layer works
+at half the input's resolution, and no layer normalizes a full-resolution activation (issue 9:
+in the earlier network, a convolution, batch normalization and pooling at full resolution took
+most of a training step's time, memory-bound, for few of its multiply-adds).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def _conv_block(x, filters: int, convolutions: int, dtype: str):
 
 def _network(image_size: int, num_classes: int, dropout: float, dtype: str) -> keras.Model:
     inputs = keras.Input((image_size, image_size, 1), name=INPUT_NAME)
-    x = _conv_block(inputs, 16, 1, dtype)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", dtype=dtype)(inputs)
     x = _conv_block(x, 32, 1, dtype)
     x = _conv_block(x, 64, 2, dtype)
     x = _conv_block(x, 96, 2, dtype)
@@ -35,7 +40,7 @@ def _network(image_size: int, num_classes: int, dropout: float, dtype: str) -> k
 
 
 def build_network(image_size: int, num_classes: int, dropout: float = 0.3, speed: dict | None = None) -> keras.Model:
-    """Four convolution blocks, global average pooling, dropout and a softmax layer.
+    """A stride-2 stem, three convolution blocks, global average pooling, dropout and a softmax layer.
 
     With ``speed`` (params.yaml ``speed:``) the machine is configured first (model/devices.py) and
     the network is built for training there: in the distribution strategy's scope, computing in

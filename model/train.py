@@ -73,17 +73,20 @@ def load_training_data(params: dict):
 
 
 def fit(model, usable, params: dict) -> tuple[object, dict]:
-    """Fit ``model`` on the train split with early stopping on the validation split.
+    """Fit ``model`` on the train split under ``train.lr_schedule`` (model/schedule.py).
 
     The model trains with the distribution strategy it was built under (model/devices.py), each
     replica taking ``train.batch_size`` images per step, with XLA when ``speed.xla`` says so. A
     model trained in mixed precision or under a strategy is returned as its float32 copy, the model
     that is exported and saved.
     """
+    import math
+
     import keras
     import tensorflow as tf
 
     from model.devices import configure, float32_copy, is_mixed
+    from model.schedule import learning_rate
     from model.tfdata import make_tf_dataset
 
     data, train = params["data"], params["train"]
@@ -96,17 +99,12 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     validation_examples = usable.split("validation")
     validation_data = make_tf_dataset(usable, validation_examples, size, batch) if validation_examples else None
     monitor = "val_loss" if validation_data is not None else "loss"
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=train["early_stopping_patience"],
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                          patience=max(1, train["early_stopping_patience"] // 2)),
-    ]
+    rate, callbacks = learning_rate(train, math.ceil(len(train_examples) / batch), monitor)
     mixed = is_mixed(model)
     click.echo(f"training on {placement.describe()}; {replicas} replica(s), global batch {batch}"
                f"{', float16 compute' if mixed else ''}")
     with strategy.scope():
-        optimizer = keras.optimizers.Adam(learning_rate=train["learning_rate"])
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
         if mixed:  # float16 gradients underflow without loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
@@ -129,7 +127,9 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
         model = float32_copy(model)
     curves = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(curves.get("loss", []))
-    best = int(np.argmin(curves[monitor])) + 1 if curves.get(monitor) else epochs_run
+    # The epoch whose weights are the model: the last under a schedule, the restored best on plateaus.
+    restored = train["lr_schedule"] == "plateau" and curves.get(monitor)
+    best = int(np.argmin(curves[monitor])) + 1 if restored else epochs_run
     return model, {
         "epochs_run": epochs_run,
         "best_epoch": best,

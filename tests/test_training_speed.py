@@ -1,6 +1,6 @@
 """Training speed (issue 9): threads from the cgroup quota, the GPU code paths run on a CPU (mixed
-precision, MirroredStrategy, XLA) giving a float32 ONNX model that passes parity, training read
-from the decoded cache."""
+precision, MirroredStrategy, XLA) giving a float32 ONNX model that passes parity, the learning
+rate schedule, training read from the decoded cache."""
 
 from __future__ import annotations
 
@@ -98,6 +98,22 @@ def test_a_mixed_precision_network_has_a_float32_output_and_a_float32_copy():
     assert not is_mixed(copy)
     assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), mixed.get_weights()))
     np.testing.assert_allclose(copy.predict(batch, verbose=0), mixed.predict(batch, verbose=0), atol=5e-3)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero():
+    from model.schedule import ScheduleError, learning_rate
+
+    train = load_params(environ={})["train"]
+    rate, callbacks = learning_rate({**train, "epochs": 4, "warmup_epochs": 1, "learning_rate": 0.01}, 10, "val_loss")
+    assert callbacks == []
+    values = [float(rate(step)) for step in (0, 5, 10, 25, 40)]
+    assert values[0] == 0.0 and values[1] == pytest.approx(0.005) and values[2] == pytest.approx(0.01)
+    assert values[2] > values[3] > values[4] and values[4] == pytest.approx(0.0, abs=1e-9)
+    rate, callbacks = learning_rate({**train, "lr_schedule": "plateau"}, 10, "val_loss")
+    assert rate == train["learning_rate"] and {type(c).__name__ for c in callbacks} == {"EarlyStopping",
+                                                                                        "ReduceLROnPlateau"}
+    with pytest.raises(ScheduleError, match="train.lr_schedule"):
+        learning_rate({**train, "lr_schedule": "linear"}, 10, "val_loss")
 
 
 @pytest.fixture(scope="module")
