@@ -22,6 +22,7 @@ from model.config import ConfigError, describe, load_params
 
 SECTIONS = {
     "serving": "scripts.bench_serving",
+    "training": "scripts.bench_training",
 }
 
 
