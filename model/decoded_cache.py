@@ -4,8 +4,9 @@ Data validation decodes every image (to check it and to find copies across split
 evaluation and the acceptance tests need the same images decoded again. Validation therefore
 writes what it decoded to ``<cache_dir>/decoded/<key>/``:
 
-- ``index.json``: the key's inputs, and per file its sha256 and what validation found (the pixels'
-  digest, mode and size, or why it is unreadable);
+- ``index.json``: the key, the format, the image size, and per file its sha256 and what validation
+  found (the pixels' digest, mode and size and the file's row in ``images.npy``, or why it is
+  unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
   scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
 
@@ -53,11 +54,6 @@ def to_stored(array: np.ndarray) -> np.ndarray:
     return np.rint(array[..., 0] * 255.0).astype(np.uint8)
 
 
-def from_stored(pixels: np.ndarray) -> np.ndarray:
-    """uint8 rows back to the network's input: the same float32 division as model/preprocess.py."""
-    return (pixels.astype(np.float32) / 255.0)[..., np.newaxis]
-
-
 @dataclass
 class Entry:
     """One cache entry: validation's record of each file, and the decoded images of the readable ones."""
@@ -96,7 +92,7 @@ def attach(dataset: Dataset, entry: Entry | None) -> Dataset:
 
 
 class DecodedCache:
-    """The entries under ``<cache_dir>/decoded``; :meth:`for_dataset` says which one a dataset uses."""
+    """The entries under ``<cache_dir>/decoded``; :meth:`key` names the one a dataset uses."""
 
     def __init__(self, root: str | os.PathLike, keep: int = 4, min_images: int = 0):
         self.root = Path(root)
@@ -144,22 +140,29 @@ class DecodedCache:
         return Entry(index["image_size"], index["records"], images)
 
     def write(self, key: str, image_size: int, records: dict[str, dict], images: np.ndarray) -> Entry:
-        """Store an entry (atomically: a reader sees all of it or none), then drop the least recent."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".writing-", dir=self.root))
+        """Store an entry (atomically: a reader sees all of it or none), then drop the least recent.
+
+        Returns the entry in memory; a cache that cannot be written (a full disk, say) only costs
+        the next run its decoding.
+        """
+        entry = Entry(image_size, records, images)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".writing-", dir=self.root))
+        except OSError:
+            return entry
         try:
             np.save(work / IMAGES_FILE, images)
             index = {"key": key, "format": FORMAT_VERSION, "image_size": int(image_size),
                      "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "records": records}
             (work / INDEX_FILE).write_text(json.dumps(index))
-            try:
-                work.rename(self.root / key)
-            except OSError:  # another process wrote the same entry first: the same content
-                pass
+            work.rename(self.root / key)
+        except OSError:  # not writable, or another process renamed the same entry into place first
+            return entry
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.prune()
-        return Entry(image_size, records, images)
+        return entry
 
     def prune(self) -> None:
         """Keep the ``keep`` most recently used entries, and others' writes of the last hour."""

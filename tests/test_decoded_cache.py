@@ -194,3 +194,9 @@ def test_a_damaged_entry_is_never_read_and_is_replaced(dataset_root, tmp_path, d
     _, usable = validate(dataset_root, params)
     assert decodes == [] and usable.decoded.images.shape == (120, IMAGE_SIZE, IMAGE_SIZE)
 
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_next_decode(dataset_root, tmp_path):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    report, usable = validate(dataset_root, params_for(tmp_path / "cache"))
+    assert report["passed"] and isinstance(usable, DecodedDataset)
