@@ -1,4 +1,5 @@
-"""The tf.data input pipeline: read, decode and resize (shared code), cache, shuffle, batch, prefetch."""
+"""The tf.data input pipeline: decoded images (from the decoded cache, or read and decoded here with
+the shared code), shuffle, batch, prefetch."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.dataset import Dataset, Example
+from model.decoded_cache import DecodedDataset
 from model.preprocess import image_bytes_to_array
 
 
@@ -19,11 +21,16 @@ def make_tf_dataset(
 ) -> tf.data.Dataset:
     """Batches of ``(images, label indices)`` for ``examples``, in their order unless ``shuffle``.
 
-    Decoding goes through model/preprocess.py, the same code the API runs, so training and
-    serving see identical pixels. Decoded images are cached in memory after the first epoch.
+    When ``dataset`` carries its images decoded at ``image_size`` (model/decoded_cache.py, attached
+    by data validation), batches are gathered from them: no file is read or decoded. Otherwise each
+    file is decoded through model/preprocess.py, the same code the API runs, so training and serving
+    see identical pixels, and kept in memory after the first epoch. Both give the same batches.
     """
-    paths = [e.path for e in examples]
     labels = np.array([dataset.classes.index(e.label) for e in examples], dtype=np.int32)
+    rows = decoded_rows(dataset, examples, image_size)
+    if rows is not None:
+        return _from_decoded(dataset.decoded.images, rows, labels, image_size, batch_size, shuffle, seed)
+    paths = [e.path for e in examples]
 
     def load(path: bytes) -> np.ndarray:
         return image_bytes_to_array(dataset.read_bytes(path.decode()), image_size)
@@ -38,3 +45,34 @@ def make_tf_dataset(
     if shuffle:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def decoded_rows(dataset: Dataset, examples: list[Example], image_size: int) -> np.ndarray | None:
+    """The rows of ``examples`` among the decoded images ``dataset`` carries; None when it carries
+    none at ``image_size`` or lacks one of them."""
+    if not isinstance(dataset, DecodedDataset) or dataset.decoded is None:
+        return None
+    if dataset.decoded.image_size != image_size:
+        return None
+    return dataset.decoded.rows(examples)
+
+
+def _from_decoded(images: np.ndarray, rows: np.ndarray, labels: np.ndarray, image_size: int,
+                  batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """Batches gathered from the uint8 ``images`` (memory-mapped): one gather per batch, the
+    shuffle order of the decoding path (same seed, same element count)."""
+
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(images[batch_rows])
+
+    def to_input(batch_rows, batch_labels):
+        pixels = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
+        pixels.set_shape((None, image_size, image_size))
+        # The division of model/preprocess.py's to_array, in float32: bit for bit the same input.
+        return tf.expand_dims(tf.cast(pixels, tf.float32) / 255.0, -1), batch_labels
+
+    data = tf.data.Dataset.from_tensor_slices((rows, labels))
+    if shuffle:
+        data = data.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size).map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return data.prefetch(tf.data.AUTOTUNE)

@@ -75,28 +75,46 @@ def load_training_data(params: dict):
 
 
 def fit(model, usable, params: dict) -> tuple[object, dict]:
-    """Fit ``model`` on the train split with early stopping on the validation split."""
-    import keras
+    """Fit ``model`` on the train split under ``train.lr_schedule`` (model/schedule.py).
 
+    The model trains with the distribution strategy it was built under (model/devices.py), each
+    replica taking ``train.batch_size`` images per step, with XLA when ``speed.xla`` says so. A
+    model trained in mixed precision or under a strategy is returned as its float32 copy, the model
+    that is exported and saved.
+    """
+    import math
+
+    import keras
+    import tensorflow as tf
+
+    from model.devices import configure, float32_copy, is_mixed
+    from model.schedule import learning_rate
     from model.tfdata import make_tf_dataset
 
     data, train = params["data"], params["train"]
-    size, batch = data["image_size"], train["batch_size"]
-    train_data = make_tf_dataset(usable, usable.split("train"), size, batch, shuffle=True, seed=train["seed"])
+    placement = configure(params["speed"])
+    strategy = model.distribute_strategy
+    replicas = int(strategy.num_replicas_in_sync)
+    size, batch = data["image_size"], train["batch_size"] * replicas
+    train_examples = usable.split("train")
+    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"])
     validation_examples = usable.split("validation")
     validation_data = make_tf_dataset(usable, validation_examples, size, batch) if validation_examples else None
     monitor = "val_loss" if validation_data is not None else "loss"
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=train["early_stopping_patience"],
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                          patience=max(1, train["early_stopping_patience"] // 2)),
-    ]
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train["learning_rate"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
+    rate, callbacks = learning_rate(train, math.ceil(len(train_examples) / batch), monitor)
+    mixed = is_mixed(model)
+    click.echo(f"training on {placement.describe()}; {replicas} replica(s), global batch {batch}"
+               f"{', float16 compute' if mixed else ''}")
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+        if mixed:  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+            jit_compile=placement.xla,
+        )
     started = time.monotonic()
     history = model.fit(
         train_data,
@@ -106,13 +124,21 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    seconds = round(time.monotonic() - started, 1)
+    if mixed or strategy is not tf.distribute.get_strategy():
+        model = float32_copy(model)
     curves = {key: [float(v) for v in values] for key, values in history.history.items()}
-    best = int(np.argmin(curves[monitor])) + 1 if curves.get(monitor) else len(curves.get("loss", []))
+    epochs_run = len(curves.get("loss", []))
+    # The epoch whose weights are the model: the last under a schedule, the restored best on plateaus.
+    restored = train["lr_schedule"] == "plateau" and curves.get(monitor)
+    best = int(np.argmin(curves[monitor])) + 1 if restored else epochs_run
     return model, {
-        "epochs_run": len(curves.get("loss", [])),
+        "epochs_run": epochs_run,
         "best_epoch": best,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": seconds,
         "history": curves,
+        "device": placement.describe(),
+        "global_batch_size": batch,
     }
 
 
@@ -174,7 +200,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
 
     usable, report = data or load_training_data(params)
     keras.utils.set_random_seed(params["train"]["seed"])
-    model = start_from or build_network(params["data"]["image_size"], len(params["classes"]))
+    model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
     production = production_now(registry, usable, {params["data"]["image_size"]: images})

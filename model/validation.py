@@ -14,42 +14,92 @@ import hashlib
 from collections import Counter, defaultdict
 
 import click
+import numpy as np
 
 from model.dataset import SPLITS, Dataset
-from model.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image
+from model.decoded_cache import DecodedCache, attach, to_stored
+from model.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image, to_array
 
 
 class ValidationFailed(RuntimeError):
     """The dataset does not meet the requirements; the message lists every problem."""
 
 
-def pixel_digest(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, str]:
-    """Decode image bytes; return (sha256 of mode, size and pixels, mode, "WxH")."""
-    image = open_image(data, max_pixels=max_pixels)
+def _inspect(image) -> tuple[str, str, str]:
     size = f"{image.size[0]}x{image.size[1]}"
     digest = hashlib.sha256(f"{image.mode}{size}".encode() + image.tobytes()).hexdigest()
     return digest, image.mode, size
 
 
-def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> tuple[dict, Dataset]:
-    """Check ``dataset``; return the JSON report and the dataset of usable examples."""
-    data_params = params["data"]
-    max_pixels = params["api"]["max_pixels"]
-    corrupt, modes, sizes = [], Counter(), Counter()
-    by_pixels: dict[str, list] = defaultdict(list)
-    readable = []
+def pixel_digest(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, str]:
+    """Decode image bytes; return (sha256 of mode, size and pixels, mode, "WxH")."""
+    return _inspect(open_image(data, max_pixels=max_pixels))
+
+
+def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progress: bool):
+    """Decode every file once: ``(records by path, uint8 images, whether every file was as scanned)``.
+
+    With ``image_size`` the network's input of each readable file is kept too (model/decoded_cache.py).
+    """
+    records, images, unchanged = {}, [], True
     with click.progressbar(dataset.examples, label="checking images", show_pos=True,
                            hidden=not progress) as bar:
         for example in bar:
+            record = {"sha256": example.sha256}
             try:
-                digest, mode, size = pixel_digest(dataset.read_bytes(example.path), max_pixels)
+                data = dataset.read_bytes(example.path)
+                if image_size and hashlib.sha256(data).hexdigest() != example.sha256:
+                    unchanged = False  # changed since the scan: the cache entry would lie
+                image = open_image(data, max_pixels=max_pixels)
+                record["digest"], record["mode"], record["size"] = _inspect(image)
+                if image_size:
+                    images.append(to_stored(to_array(image, image_size)))
+                    record["row"] = len(images) - 1
             except (ImageError, OSError) as exc:
-                corrupt.append({"path": example.path, "error": str(exc)})
-                continue
-            modes[mode] += 1
-            sizes[size] += 1
-            by_pixels[digest].append(example)
-            readable.append(example)
+                record = {"sha256": example.sha256, "error": str(exc)}
+            records[example.path] = record
+    side = image_size or 0
+    stacked = np.stack(images) if images else np.zeros((0, side, side), dtype=np.uint8)
+    return records, stacked, unchanged
+
+
+def decoded_records(dataset: Dataset, params: dict, progress: bool):
+    """Validation's record of every file, from the decoded cache when it holds this dataset version,
+    else decoded now (and stored there when the cache is on); and the cache entry, if any."""
+    max_pixels, image_size = params["api"]["max_pixels"], params["data"]["image_size"]
+    cache = DecodedCache.from_params(params)
+    key = cache.key(dataset, image_size, max_pixels) if cache else None
+    entry = cache.read(key) if key else None
+    if entry is not None:
+        if progress:
+            click.echo(f"checking images: {len(dataset.examples)} decoded before, read from {cache.root / key}")
+        return entry.records, entry
+    records, images, unchanged = decode_all(dataset, max_pixels, image_size if key else None, progress)
+    if key and unchanged:
+        entry = cache.write(key, image_size, records, images)
+    return records, entry
+
+
+def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> tuple[dict, Dataset]:
+    """Check ``dataset``; return the JSON report and the dataset of usable examples.
+
+    Each image is decoded once per dataset version and image size (model/decoded_cache.py): the
+    usable dataset carries the decoded images when the cache holds them, for model/tfdata.py.
+    """
+    data_params = params["data"]
+    records, entry = decoded_records(dataset, params, progress)
+    corrupt, modes, sizes = [], Counter(), Counter()
+    by_pixels: dict[str, list] = defaultdict(list)
+    readable = []
+    for example in dataset.examples:
+        record = records[example.path]
+        if "error" in record:
+            corrupt.append({"path": example.path, "error": record["error"]})
+            continue
+        modes[record["mode"]] += 1
+        sizes[record["size"]] += 1
+        by_pixels[record["digest"]].append(example)
+        readable.append(example)
 
     leaked, duplicates = set(), []
     for digest, copies in by_pixels.items():
@@ -63,7 +113,7 @@ def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> t
                 "splits": sorted(splits, key=SPLITS.index),
                 "kept_in": keep,
             })
-    usable = dataset.with_examples([e for e in readable if e.path not in leaked])
+    usable = attach(dataset.with_examples([e for e in readable if e.path not in leaked]), entry)
 
     total = len(dataset.examples)
     corrupt_share = len(corrupt) / total if total else 0.0

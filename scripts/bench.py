@@ -23,6 +23,7 @@ from model.config import ConfigError, describe, load_params
 SECTIONS = {
     "registry": "scripts.bench_registry",
     "serving": "scripts.bench_serving",
+    "training": "scripts.bench_training",
 }
 
 
