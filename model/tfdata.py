@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from model.dataset import Dataset, Example
 from model.decoded_cache import DecodedDataset
-from model.preprocess import image_bytes_to_array
+from model.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
 
 
 def make_tf_dataset(
@@ -18,6 +18,7 @@ def make_tf_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tf.data.Dataset:
     """Batches of ``(images, label indices)`` for ``examples``, in their order unless ``shuffle``.
 
@@ -25,6 +26,7 @@ def make_tf_dataset(
     by data validation), batches are gathered from them: no file is read or decoded. Otherwise each
     file is decoded through model/preprocess.py, the same code the API runs, so training and serving
     see identical pixels, and kept in memory after the first epoch. Both give the same batches.
+    ``max_pixels`` is the pixel budget validation applied (``api.max_pixels``).
     """
     labels = np.array([dataset.classes.index(e.label) for e in examples], dtype=np.int32)
     rows = decoded_rows(dataset, examples, image_size)
@@ -33,7 +35,7 @@ def make_tf_dataset(
     paths = [e.path for e in examples]
 
     def load(path: bytes) -> np.ndarray:
-        return image_bytes_to_array(dataset.read_bytes(path.decode()), image_size)
+        return image_bytes_to_array(dataset.read_bytes(path.decode()), image_size, max_pixels=max_pixels)
 
     def decode(path, label):
         image = tf.numpy_function(load, [path], tf.float32, stateful=False)

@@ -97,9 +97,12 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     replicas = int(strategy.num_replicas_in_sync)
     size, batch = data["image_size"], train["batch_size"] * replicas
     train_examples = usable.split("train")
-    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"])
+    budget = params["api"]["max_pixels"]
+    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"],
+                                 max_pixels=budget)
     validation_examples = usable.split("validation")
-    validation_data = make_tf_dataset(usable, validation_examples, size, batch) if validation_examples else None
+    validation_data = (make_tf_dataset(usable, validation_examples, size, batch, max_pixels=budget)
+                       if validation_examples else None)
     monitor = "val_loss" if validation_data is not None else "loss"
     rate, callbacks = learning_rate(train, math.ceil(len(train_examples) / batch), monitor)
     mixed = is_mixed(model)
@@ -154,7 +157,8 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
 
     size = params["data"]["image_size"]
     examples = usable.split("test")
-    test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"])
+    test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"],
+                                max_pixels=params["api"]["max_pixels"])
     images = np.concatenate([x for x, _ in test_data.as_numpy_iterator()])
     labels = np.concatenate([y for _, y in test_data.as_numpy_iterator()])
     keras_probabilities = model.predict(images, verbose=0)

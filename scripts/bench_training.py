@@ -170,10 +170,10 @@ def time_make_train(params: dict, quick: bool, work: Path) -> dict:
 
     registry = work / "registry"
     env = {**os.environ, "DATASET_URI": params["dataset_uri"], "REGISTRY_URI": str(registry),
-           "CACHE_DIR": str(work / "train-cache"), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+           "CACHE_DIR": str(work / "train-cache"), "OUTBOX_DIR": str(work / "outbox"), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     if quick:
         env.update(TRAIN_EPOCHS="1", DATA_IMAGE_SIZE=str(QUICK["image_size"]), DATA_MIN_IMAGES_PER_CLASS="1",
-                   GATE_MIN_ACCURACY="0", GATE_MIN_COVID_RECALL="0")
+                   GATE_MIN_ACCURACY="0", GATE_MIN_RECALL_COVID="0")
     started = time.perf_counter()
     try:
         result = subprocess.run([sys.executable, "-m", "model.train"], cwd=REPO_ROOT, env=env,
