@@ -49,11 +49,12 @@ def _accuracy(metadata: dict) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "?"
 
 
-def with_promotion(metadata: dict) -> dict:
-    """The version's merged metadata plus whether it may be promoted now, and why not (derived)."""
-    verdict = readiness(metadata)
+def with_promotion(metadata: dict, production: str | None) -> dict:
+    """The version's merged metadata plus whether it may be promoted now, and why not (derived);
+    ``production`` is the version in production now."""
+    verdict = readiness(metadata, production)
     return {**metadata, "promotion": {"promotable": verdict.promotable, "reasons": list(verdict.reasons),
-                                      "next_step": verdict.next_step}}
+                                      "next_step": verdict.next_step, "in_production": verdict.in_production}}
 
 
 registry_option = click.option(
@@ -78,12 +79,12 @@ def list_versions(registry_uri, stage, as_json):
     """List versions with accuracy and test result, oldest first."""
     registry = _registry(registry_uri)
     with one_line_errors():
+        current = registry.production_version()
         rows = [
-            {"stage": s, **with_promotion(registry.metadata(v, s))}
+            {"stage": s, **with_promotion(registry.metadata(v, s), current)}
             for s in ([stage] if stage else STAGES)
             for v in registry.versions(s)
         ]
-        current = (registry.current() or {}).get("version")
     lines = [
         f"{r['stage']:<10} {r['version']:<24} {str(r.get('kind') or '?'):<7} "
         f"accuracy={_accuracy(r)}  tests: {_test_summary(r)}"
@@ -102,7 +103,7 @@ def show(registry_uri, version, stage, as_json):
     """Show the merged metadata of VERSION: its record, every test run, and whether it is promotable."""
     registry = _registry(registry_uri)
     with one_line_errors():
-        metadata = with_promotion(registry.metadata(version, stage))
+        metadata = with_promotion(registry.metadata(version, stage), registry.production_version())
     _emit(metadata, as_json, json.dumps(metadata, indent=2, sort_keys=True))
 
 

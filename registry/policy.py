@@ -17,13 +17,14 @@ class Readiness:
 
     ``problems`` are short phrases for an email subject ("acceptance tests failed"); ``reasons``
     are the matching sentences; ``next_step`` is the exact promote command when promotable, else a
-    sentence saying why not.
+    sentence saying why not (or, for the production model itself, what is left to do).
     """
 
     promotable: bool
     problems: tuple[str, ...]
     reasons: tuple[str, ...]
     next_step: str
+    in_production: bool = False
 
 
 def promote_command(version: str) -> str:
@@ -63,8 +64,12 @@ def check_text(check: Mapping[str, Any]) -> str:
             f"required {check.get('comparison', '')} {shown(check.get('threshold'))}")
 
 
-def readiness(metadata: Mapping[str, Any]) -> Readiness:
-    """Promotable only when the quality gate passed and the newest acceptance-test run passed."""
+def readiness(metadata: Mapping[str, Any], production: str | None = None) -> Readiness:
+    """Promotable only when the quality gate passed and the newest acceptance-test run passed.
+
+    ``production`` is the version the production pointer names now: when it is this version, the
+    next step says so (nothing to promote; a rollback when its newest tests failed).
+    """
     version = str(metadata.get("version", "?"))
     problems: list[str] = []
     reasons: list[str] = []
@@ -90,6 +95,11 @@ def readiness(metadata: Mapping[str, Any]) -> Readiness:
                 f"its last acceptance-test run failed ({run.get('failed', '?')} failed, "
                 f"{run.get('passed', '?')} passed, at {run.get('at', '?')})"
             )
+    if version == production:
+        next_step = (f"{version} is the production model; nothing to promote." if not problems else
+                     f"{version} is the production model, but {'; '.join(reasons)}: "
+                     f"`make rollback` restores the previous production model.")
+        return Readiness(not problems, tuple(problems), tuple(reasons), next_step, in_production=True)
     if not problems:
         return Readiness(True, (), (), promote_command(version))
     return Readiness(False, tuple(problems), tuple(reasons), f"{version} cannot be promoted: {'; '.join(reasons)}.")

@@ -169,6 +169,10 @@ class Registry:
         pointer, _ = self._read_pointer()
         return pointer if pointer and pointer.get("version") else None
 
+    def production_version(self) -> str | None:
+        """The version in production now, or None."""
+        return (self.current() or {}).get("version")
+
     def newest_tested(self) -> str | None:
         """The newest testing version whose newest acceptance-test run passed."""
         for version in reversed(self.versions("testing")):

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.policy import readiness, tests_passed
+from registry.policy import readiness
 from registry.store import Registry, RegistryError
 from scripts.report import (
     gate_verdict,
@@ -69,14 +69,17 @@ def what_happened(metadata: Mapping[str, Any]) -> str:
     return f"retraining of {base} {metadata.get('parent_version') or ''}".rstrip() + " passed: "
 
 
-def subject(metadata: Mapping[str, Any], tested_as: str | None = None) -> str:
+def subject(metadata: Mapping[str, Any], tested_as: str | None = None, production: str | None = None) -> str:
     """``[xray-mlops] <version> ready to promote: ...`` or ``... NOT promotable: <why>``; retrained
-    versions say from what; a model-test run (``tested_as``: its stage) says what the tests found."""
+    versions say from what; a model-test run (``tested_as``: its stage) says what the tests found;
+    the production model (``production``: the version in production now) says so."""
     version = metadata.get("version", "?")
-    ready = readiness(metadata)
+    ready = readiness(metadata, production)
     if tested_as:
-        verdict = "passed" if tests_passed(metadata) else "FAILED"
-        return f"{SUBJECT_PREFIX} acceptance tests of {version} ({tested_as}) {verdict}: {tests_verdict(metadata)}"
+        # tests_verdict starts with the verdict itself: "passed (14 passed, 0 failed, ...)".
+        return f"{SUBJECT_PREFIX} acceptance tests of {version} ({tested_as}) {tests_verdict(metadata)}"
+    if ready.in_production:
+        return f"{SUBJECT_PREFIX} {version} (production): {', '.join(ready.problems) or 'acceptance tests passed'}"
     if ready.promotable:
         accuracy = (metadata.get("metrics") or {}).get("accuracy")
         shown = f"{accuracy:.3f}" if isinstance(accuracy, (int, float)) else "n/a"
@@ -132,7 +135,7 @@ def content_id(name: str) -> str:
 
 
 def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, recipient: str,
-                  tested_as: str | None = None) -> EmailMessage:
+                  tested_as: str | None = None, production: str | None = None) -> EmailMessage:
     """The report email: a text part, and an HTML alternative with the report PNGs inline.
 
     Layout: multipart/alternative(text/plain, multipart/related(text/html, image/png...)), so
@@ -140,12 +143,12 @@ def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, 
     """
     version = str(metadata["version"])
     images = report_images(registry, version, metadata)
-    message = _new_message(subject(metadata, tested_as), sender, recipient)
+    message = _new_message(subject(metadata, tested_as, production), sender, recipient)
     message[VERSION_HEADER] = version
     # Quoted-printable keeps a saved .eml readable (and greppable) in a text editor.
-    message.set_content(render_text(metadata), cte="quoted-printable")
+    message.set_content(render_text(metadata, production=production), cte="quoted-printable")
     message.add_alternative(
-        render_html(metadata, {name: f"cid:{content_id(name)}" for name in images}),
+        render_html(metadata, {name: f"cid:{content_id(name)}" for name in images}, production=production),
         subtype="html", cte="quoted-printable",
     )
     html_part = message.get_payload()[1]
@@ -264,8 +267,9 @@ def deliver(message: EmailMessage, params: Mapping[str, Any]) -> str:
         raise DeliveryError(f"{failure}; the email was saved to {saved}", saved_to=saved) from exc
 
 
-def summary(metadata: Mapping[str, Any], email: str) -> str:
-    """The block printed for the person running the pipeline."""
+def summary(metadata: Mapping[str, Any], email: str, production: str | None = None) -> str:
+    """The block printed for the person running the pipeline (``production``: the version in
+    production now)."""
     accuracy = (metadata.get("metrics") or {}).get("accuracy")
     rows = [
         ("version", str(metadata.get("version", "?"))),
@@ -273,7 +277,7 @@ def summary(metadata: Mapping[str, Any], email: str) -> str:
         ("quality gate", gate_verdict(metadata)),
         ("acceptance tests", tests_verdict(metadata)),
         ("email", email),
-        ("next step", readiness(metadata).next_step),
+        ("next step", readiness(metadata, production).next_step),
     ]
     width = max(len(key) for key, _ in rows)
     return "\n".join(["notify summary"] + [f"  {key.ljust(width)}  {value}" for key, value in rows])
@@ -318,16 +322,17 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
         registry = Registry(params["registry_uri"])
         version = resolve_version(registry, version)
         metadata = registry.metadata(version)
-        message = build_message(metadata, registry, sender, recipient, tested_as)
+        production = registry.production_version()
+        message = build_message(metadata, registry, sender, recipient, tested_as, production)
     except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         delivered_to = deliver(message, params)
     except DeliveryError as exc:
         email = f"NOT sent; copy saved to {exc.saved_to}" if exc.saved_to else "NOT sent, not saved"
-        click.echo(summary(metadata, email))
+        click.echo(summary(metadata, email, production))
         raise click.ClickException(str(exc)) from exc
-    click.echo(summary(metadata, delivered_to))
+    click.echo(summary(metadata, delivered_to, production))
 
 
 if __name__ == "__main__":

@@ -247,12 +247,21 @@ def _libraries(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(str(name), str(version)) for name, version in _section(metadata, "libraries").items()]
 
 
-def render_text(metadata: Mapping[str, Any], status: bool = True, headline: str | None = None) -> str:
+def status_title(ready) -> str:
+    """The one-line verdict at the top of a report."""
+    if ready.in_production:
+        return "IN PRODUCTION" if ready.promotable else "IN PRODUCTION, " + ", ".join(ready.problems).upper()
+    return "READY TO PROMOTE" if ready.promotable else "NOT PROMOTABLE"
+
+
+def render_text(metadata: Mapping[str, Any], status: bool = True, headline: str | None = None,
+                production: str | None = None) -> str:
     """The report of one version (or of a candidate that was not registered) as plain text.
 
     ``status`` shows what changes after registration (acceptance tests, may it be promoted, the
     next step); a report stored at registration leaves it out rather than freeze it. ``headline``
-    is an outcome sentence shown first (an email about a pipeline run).
+    is an outcome sentence shown first (an email about a pipeline run). ``production`` is the
+    version in production now (the next step differs for that one).
     """
     version = str(metadata.get("version", "?"))
     title = f"xray-mlops model report: {version}"
@@ -260,8 +269,8 @@ def render_text(metadata: Mapping[str, Any], status: bool = True, headline: str 
     if headline:
         lines += [headline, ""]
     if status:
-        ready = readiness(metadata)
-        lines += ["READY TO PROMOTE" if ready.promotable else "NOT PROMOTABLE", ""]
+        ready = readiness(metadata, production)
+        lines += [status_title(ready), ""]
         lines += ["Next step", f"  {ready.next_step}", ""]
     elif metadata.get("version"):
         lines += [STATUS_ELSEWHERE.format(version=version), ""]
@@ -352,20 +361,25 @@ def _html_key_values(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None, status: bool = True,
-                headline: str | None = None) -> str:
+                headline: str | None = None, production: str | None = None) -> str:
     """The report of one version as one self-contained HTML page (inline CSS, no external assets).
 
     ``images`` maps a report PNG file name to the ``src`` to show it with: ``cid:<name>`` in an
     email, the file name next to a stored report, or a ``data:`` URI. Every value is escaped.
-    ``status`` and ``headline`` as in :func:`render_text`.
+    ``status``, ``headline`` and ``production`` as in :func:`render_text`.
     """
     version = str(metadata.get("version", "?"))
     body = [f'<h1 style="{H1_STYLE}">xray-mlops model report: {_e(version)}</h1>']
     if headline:
         body.append(f"<p><strong>{_e(headline)}</strong></p>")
     if status:
-        ready = readiness(metadata)
-        if ready.promotable:
+        ready = readiness(metadata, production)
+        if ready.in_production:
+            style = READY_STYLE if ready.promotable else NOT_READY_STYLE
+            body.append(f'<p style="{style}">{_e(status_title(ready).capitalize())}</p>')
+            body.append(_h2("Next step"))
+            body.append(f"<p>{_e(ready.next_step)}</p>")
+        elif ready.promotable:
             body.append(f'<p style="{READY_STYLE}">Ready to promote</p>')
             body.append(_h2("Next step"))
             body.append("<p>Run this to promote it to production:</p>"
@@ -474,11 +488,12 @@ def main(version: str | None, registry_uri: str | None, output_format: str, out_
         registry = Registry(params["registry_uri"])
         version = resolve_version(registry, version)
         metadata = registry.metadata(version)
+        production = registry.production_version()
         if output_format == "html":
             images = {name: data_uri(png) for name, png in report_images(registry, version, metadata).items()}
-            report = render_html(metadata, images)
+            report = render_html(metadata, images, production=production)
         else:
-            report = render_text(metadata)
+            report = render_text(metadata, production=production)
     except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     if out_file is None:

@@ -302,6 +302,18 @@ def test_failed_acceptance_tests_give_not_promotable_subject_and_no_command(regi
     assert "cannot be promoted" in result.stdout
 
 
+def test_the_production_model_is_reported_as_such_without_a_promote_command(registry_uri, outbox):
+    version = register(registry_uri)
+    Registry(str(registry_uri)).promote(version, by="owner@example.com")
+    result = run_cli(registry_uri, {"OUTBOX_DIR": str(outbox)}, "--version", version)
+    assert result.exit_code == 0, result.output
+    message = read_eml(next(outbox.glob("*.eml")))
+    assert message["Subject"] == f"[xray-mlops] {version} (production): acceptance tests passed"
+    body = message.get_body(("plain",)).get_content() + message.get_body(("html",)).get_content()
+    assert "make promote" not in body + result.stdout
+    assert f"{version} is the production model; nothing to promote." in result.stdout
+
+
 def test_untested_version_says_tests_not_run_yet(registry_uri, outbox):
     version = register(registry_uri, run=None)
     result = run_cli(registry_uri, {"OUTBOX_DIR": str(outbox)}, "--version", version)

@@ -413,9 +413,13 @@ def test_cli_show_prints_the_metadata(registry):
     result = registry_cli("show", version, "--json", "--registry", registry.uri)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
-    assert shown.pop("promotion") == {"promotable": True, "reasons": [],
+    assert shown.pop("promotion") == {"promotable": True, "reasons": [], "in_production": False,
                                       "next_step": f"make promote VERSION={version}"}
     assert shown == registry.metadata(version)
+    registry.promote(version, by="owner@example.com")
+    promoted = json.loads(registry_cli("show", version, "--json", "--registry", registry.uri).stdout)
+    assert promoted["promotion"]["in_production"] is True
+    assert promoted["promotion"]["next_step"] == f"{version} is the production model; nothing to promote."
 
 
 def test_cli_show_of_an_unknown_version_is_one_error_line(registry):

@@ -97,6 +97,21 @@ def test_failed_tests_are_not_promotable_and_say_why():
     assert "make promote" not in render_text(metadata) + render_html(metadata)
 
 
+def test_the_production_model_is_never_offered_for_promotion_again():
+    passed, failed = sample_metadata(), sample_metadata(tests=(PASSED_RUN, FAILED_RUN))
+    ready = readiness(passed, production=VERSION)
+    assert ready.in_production and ready.promotable
+    assert ready.next_step == f"{VERSION} is the production model; nothing to promote."
+    text, html = render_text(passed, production=VERSION), render_html(passed, production=VERSION)
+    assert "IN PRODUCTION" in text and "make promote" not in text + html
+    broken = readiness(failed, production=VERSION)
+    assert broken.in_production and not broken.promotable
+    assert "2 failed, 7 passed" in broken.next_step and "`make rollback`" in broken.next_step
+    assert "IN PRODUCTION, ACCEPTANCE TESTS FAILED" in render_text(failed, production=VERSION)
+    # Another version in production changes nothing for this one.
+    assert readiness(passed, production="v0009-20261128T000000Z").next_step == f"make promote VERSION={VERSION}"
+
+
 def test_failed_gate_names_the_failing_check():
     ready = readiness(sample_metadata(gate_passed=False))
     assert ready.problems == ("quality gate failed",)

@@ -167,6 +167,9 @@ def test_model_test_records_a_run_on_production_and_emails_the_verdict_either_wa
     passed = make(ws, "model-test")
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr
     assert len(registry.metadata(production, "production")["tests"]) == runs_before + 1
+    # It is already in production: the summary offers no promote command.
+    assert f"{production} is the production model; nothing to promote." in passed.stdout
+    assert "make promote" not in passed.stdout
     failed = make(ws, "model-test", ACCEPTANCE_MIN_AGREEMENT="1.01")
     assert failed.returncode != 0
     assert "test_api_labels_agree_with_training_image_by_image" in failed.stdout + failed.stderr
@@ -175,6 +178,7 @@ def test_model_test_records_a_run_on_production_and_emails_the_verdict_either_wa
     subjects = [m["Subject"] for m in inbox(ws)]
     assert subjects[0].startswith(f"[xray-mlops] acceptance tests of {production} (production) passed")
     assert subjects[1].startswith(f"[xray-mlops] acceptance tests of {production} (production) FAILED")
+    assert "`make rollback` restores the previous production model" in inbox(ws)[1].get_body(("plain",)).get_content()
 
 
 def test_a_step_that_crashes_is_emailed_with_the_step_the_error_and_the_log(trained_copy):
