@@ -13,6 +13,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from model.cores import available_cores
+
 # onnxruntime's C++ core raises its own exception types, which derive from Exception directly; a
 # bad model file or a model with the wrong signature raises one of them. The Python wrapper adds
 # RuntimeError and ValueError.
@@ -40,8 +42,10 @@ class Predictor:
         self.version = str(self.metadata.get("version") or "unknown")
         self._check_digest(model_bytes)
         options = ort.SessionOptions()
-        # 0 lets onnxruntime use every core; inter-op parallelism buys nothing for a plain CNN.
-        options.intra_op_num_threads = intra_op_threads
+        # 0: every core this process may use. Not onnxruntime's own 0, which counts the host's
+        # cores and, under a container's CPU quota, starts threads that are throttled.
+        # Inter-op parallelism buys nothing for a plain CNN.
+        options.intra_op_num_threads = intra_op_threads or available_cores()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:

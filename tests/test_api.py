@@ -36,6 +36,7 @@ from api_helpers import (
 )
 from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
 from helpers import REPO_ROOT
+from model.cores import available_cores
 from registry.store import Registry
 
 
@@ -295,6 +296,17 @@ def test_predictor_refuses_a_model_that_does_not_match_its_metadata():
     predictor.warm_up()
     assert predictor.image_size == 32 and predictor.input_name == "image"
     assert predictor.predict(np.zeros((3, 32, 32, 1), np.float32)).shape == (3, 4)
+
+
+def test_every_core_means_the_cores_this_process_may_use_not_the_hosts():
+    model = build_onnx_model()
+    metadata = {**model_metadata(model), "version": "v1"}
+
+    def threads(predictor):
+        return predictor._session.get_session_options().intra_op_num_threads
+
+    assert threads(Predictor(model, metadata, intra_op_threads=0)) == available_cores()
+    assert threads(Predictor(model, metadata, intra_op_threads=1)) == 1
 
 
 # --- the serve command -------------------------------------------------------------------------

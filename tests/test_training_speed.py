@@ -13,7 +13,8 @@ import pytest
 
 from helpers import REPO_ROOT, clean_env
 from model.config import load_params
-from model.devices import DeviceError, available_cores, cgroup_cpu_limit, configure
+from model.cores import available_cores, cgroup_cpu_limit
+from model.devices import DeviceError, configure
 
 IMAGE_SIZE = 32
 GPU_PATHS_ON = {"speed.mixed_precision": "on", "speed.mirrored": "on", "speed.xla": "on"}
