@@ -1,14 +1,17 @@
 """The note a step leaves when it has told the product owner how it ended.
 
 A step that ends in a known outcome (the gate refused the candidate, production is still good...)
-emails it and writes ``outcome.json`` in the run directory; the pipeline runner reads it to tell a
-reported outcome from a crash, which it reports itself.
+emails it and writes ``outcome.json`` in the run directory; the pipeline runner (and, on GKE, the
+train and retrain Tasks, through ``python -m scripts.outcome FILE``) reads it to tell a reported
+outcome from a crash, which is reported separately.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import click
 
 from registry.store import utc_now
 
@@ -24,3 +27,19 @@ def read_outcome(path: str | Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+@click.command()
+@click.argument("outcome_file", type=click.Path(dir_okay=False))
+def main(outcome_file: str) -> None:
+    """Print the outcome a step noted in OUTCOME_FILE (e.g. poor-model), or nothing when it noted none.
+
+    Example: python -m scripts.outcome .run/outcome.json
+    """
+    outcome = read_outcome(outcome_file)
+    if outcome and outcome.get("outcome"):
+        click.echo(outcome["outcome"])
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m scripts.outcome")

@@ -430,3 +430,68 @@ def test_the_trainer_image_installs_the_gpu_build_of_the_pinned_tensorflow():
     assert version == pins["tensorflow-cpu"]
     assert "tensorflow[and-cuda]==${TENSORFLOW_VERSION}" in dockerfile
     assert "USE_SYSTEM_PYTHON=1" in dockerfile
+
+
+# --- reported failures: one email, and the run still fails ----------------------------------------
+
+
+def run_step_script(task: dict, tmp_path: Path, make_exit: int, outcome: str | None, version: str):
+    """Run the Task's own step script with a `make` that ends like the real step would: it leaves
+    the candidate version and, for an outcome it emailed, the outcome note, then exits."""
+    run_dir, results, shim = tmp_path / "run", tmp_path / "results", tmp_path / "bin"
+    for folder in (run_dir, results, shim):
+        folder.mkdir(parents=True)
+    note = (f"from scripts.outcome import record_outcome; record_outcome({str(run_dir / 'outcome.json')!r}, "
+            f"{outcome!r}, 'outbox/x.eml')")
+    (shim / "make").write_text("#!/usr/bin/env bash\n"
+                               f"printf '%s\\n' {version!r} > {str(run_dir / 'candidate-version')!r}\n"
+                               + (f"{sys.executable} -c \"{note}\"\n" if outcome else "")
+                               + f"exit {make_exit}\n")
+    (shim / "make").chmod(0o755)
+    (shim / "python").symlink_to(sys.executable)
+    script = task["spec"]["steps"][0]["script"]
+    for name in declared(task["spec"]["results"]):
+        script = script.replace(f"$(results.{name}.path)", str(results / name))
+    env = clean_env(RUN_DIR=str(run_dir), PATH=f"{shim}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    produced = {name: (results / name).read_text() for name in declared(task["spec"]["results"])
+                if (results / name).exists()}
+    return result.returncode, produced
+
+
+@pytest.mark.parametrize("task_name", ["train", "retrain"])
+def test_a_failure_the_step_emailed_is_a_result_and_a_crash_fails_the_task(rendered, tmp_path, task_name):
+    task = of_kind(rendered, "Task")[task_name]
+    assert run_step_script(task, tmp_path / "ok", 0, None, "v0007-x") == (
+        0, {"model-version": "v0007-x", "reported-failure": ""})
+    assert run_step_script(task, tmp_path / "told", 1, "poor-model", "") == (
+        0, {"model-version": "", "reported-failure": "poor-model"})
+    code, produced = run_step_script(task, tmp_path / "crash", 3, None, "")
+    assert code == 3 and produced == {}
+
+
+def runs(task: dict, values: dict[str, str]) -> bool:
+    """Whether a pipeline task's when-expressions hold, with ``$(...)`` replaced from ``values``."""
+    def resolve(text: str) -> str:
+        return REFERENCE.sub(lambda m: values[m.group(1)], text)
+
+    return all((resolve(w["input"]) in w["values"]) == (w["operator"] == "in") for w in task.get("when", []))
+
+
+@pytest.mark.parametrize("pipeline,task", [("training", "train"), ("retraining", "retrain")])
+def test_a_reported_failure_fails_the_run_without_a_second_email(rendered, pipeline, task):
+    spec = of_kind(rendered, "Pipeline")[pipeline]["spec"]
+    tasks = {t["name"]: t for t in spec["tasks"] + spec["finally"]}
+    told = {f"tasks.{task}.status": "Succeeded", f"tasks.{task}.results.model-version": "",
+            f"tasks.{task}.results.reported-failure": "poor-model"}
+    assert runs(tasks["reported-failure"], told)  # fails the run ...
+    assert not runs(tasks["acceptance-test"], told)
+    failed_run = {**told, "tasks.status": "Failed"}
+    assert not runs(tasks["notify-failure"], failed_run)  # ... and nobody emails again
+    assert not runs(tasks["notify"], failed_run)
+    registered = {f"tasks.{task}.status": "Succeeded", f"tasks.{task}.results.model-version": "v0007-x",
+                  f"tasks.{task}.results.reported-failure": ""}
+    assert not runs(tasks["reported-failure"], registered) and runs(tasks["acceptance-test"], registered)
+    # A crash: Tekton gives a failed task no results, so only what needs none can run.
+    assert runs(tasks["notify-failure"], {f"tasks.{task}.status": "Failed", "tasks.status": "Failed"})
