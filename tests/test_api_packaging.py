@@ -5,6 +5,7 @@ needs the package index, so it is checked by hand, not here.)"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -93,9 +94,26 @@ def test_the_dockerfile_runs_as_a_user_and_installs_only_the_api_requirements():
     assert "-r api/requirements.txt" in runs and "requirements.txt " not in runs.replace("api/requirements.txt", "")
 
 
+def in_build_context(relative: str) -> bool:
+    """Whether api/Dockerfile.dockerignore (which docker uses for this Dockerfile instead of the root
+    .dockerignore) lets ``relative`` into the build context: the last matching rule decides, and a
+    rule that matches a folder matches what is inside it."""
+    rules = [line.strip() for line in (REPO_ROOT / "api" / "Dockerfile.dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    kept = True
+    for rule in rules:
+        keep, pattern = rule.startswith("!"), rule.lstrip("!")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            kept = keep
+    return kept
+
+
 @pytest.fixture
 def image_tree(tmp_path) -> Path:
-    """The files api/Dockerfile copies, laid out as in the image's working directory."""
+    """The files api/Dockerfile copies, laid out as in the image's working directory, from the build
+    context docker would send (a file its ignore file leaves out is missing here too)."""
     root = tmp_path / "app"
     for instruction, arguments in dockerfile():
         if instruction != "COPY":
@@ -104,11 +122,13 @@ def image_tree(tmp_path) -> Path:
         for source in sources:
             origin = REPO_ROOT / source.rstrip("/")
             destination = root / target if not target.endswith("/") or origin.is_dir() else root / target / origin.name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if origin.is_dir():
-                shutil.copytree(origin, destination, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-            else:
-                shutil.copy(origin, destination)
+            files = sorted(origin.rglob("*")) if origin.is_dir() else [origin]
+            for file in files:
+                relative = file.relative_to(REPO_ROOT).as_posix()
+                if file.is_file() and in_build_context(relative):
+                    placed = destination / file.relative_to(origin) if origin.is_dir() else destination
+                    placed.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(file, placed)
     return root
 
 
