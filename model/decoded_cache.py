@@ -91,6 +91,16 @@ def attach(dataset: Dataset, entry: Entry | None) -> Dataset:
                           dataset.storage, entry)
 
 
+def decoded_rows(dataset: Dataset, examples: list[Example], image_size: int) -> np.ndarray | None:
+    """The rows of ``examples`` among the decoded images ``dataset`` carries; None when it carries
+    none at ``image_size`` or lacks one of them."""
+    if not isinstance(dataset, DecodedDataset) or dataset.decoded is None:
+        return None
+    if dataset.decoded.image_size != image_size:
+        return None
+    return dataset.decoded.rows(examples)
+
+
 class DecodedCache:
     """The entries under ``<cache_dir>/decoded``; :meth:`key` names the one a dataset uses."""
 

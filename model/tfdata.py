@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.dataset import Dataset, Example
-from model.decoded_cache import DecodedDataset
+from model.decoded_cache import decoded_rows
 from model.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
 
 
@@ -47,16 +47,6 @@ def make_tf_dataset(
     if shuffle:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def decoded_rows(dataset: Dataset, examples: list[Example], image_size: int) -> np.ndarray | None:
-    """The rows of ``examples`` among the decoded images ``dataset`` carries; None when it carries
-    none at ``image_size`` or lacks one of them."""
-    if not isinstance(dataset, DecodedDataset) or dataset.decoded is None:
-        return None
-    if dataset.decoded.image_size != image_size:
-        return None
-    return dataset.decoded.rows(examples)
 
 
 def _from_decoded(images: np.ndarray, rows: np.ndarray, labels: np.ndarray, image_size: int,

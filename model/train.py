@@ -22,6 +22,7 @@ import numpy as np
 from model.config import ConfigError, describe, load_params, masked
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
+from model.preprocess import DEFAULT_MAX_PIXELS
 from model.validation import validate_dataset
 from storage import StorageError
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
@@ -178,23 +179,32 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images
 
 
-def production_now(registry: Registry | None, usable, decoded: dict) -> dict | None:
-    """The production model evaluated now on the same test images (champion/challenger), or None."""
+def production_now(registry: Registry | None, usable, decoded: dict, evaluated: dict | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> dict | None:
+    """The production model evaluated now on the same test images (champion/challenger), or None.
+
+    ``evaluated`` is an evaluation of a registered model this run already made on ``usable`` (a
+    retraining's base): reused when it is of the version in production now, not made again.
+    """
     from model.compare import evaluate_registered
 
     pointer = registry.current() if registry is not None else None
     if pointer is None:
         return None
-    return evaluate_registered(registry, pointer["version"], "production", usable, decoded)
+    if evaluated and (evaluated.get("version"), evaluated.get("stage")) == (pointer["version"], "production"):
+        return evaluated
+    return evaluate_registered(registry, pointer["version"], "production", usable, decoded, max_pixels)
 
 
 def build_candidate(params: dict, kind: str = "train", start_from=None, parent: dict | None = None,
-                    registry: Registry | None = None, data=None, extra: dict | None = None):
+                    registry: Registry | None = None, data=None, extra: dict | None = None,
+                    parent_evaluation: dict | None = None):
     """Train (or fine-tune ``start_from``), evaluate, export and gate; register nothing.
 
     ``parent`` is the metadata of the version fine-tuned (retraining); ``registry`` is where the
     production model to compare with lives; ``data`` the (usable dataset, validation report) when
-    the caller already loaded them; ``extra`` more metadata (retraining's key). Returns
+    the caller already loaded them; ``extra`` more metadata (retraining's key);
+    ``parent_evaluation`` the parent evaluated on this data (see :func:`production_now`). Returns
     ``(metadata, files)``: the version's metadata without its name, and its files.
     """
     import keras
@@ -207,7 +217,8 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
     model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
-    production = production_now(registry, usable, {params["data"]["image_size"]: images})
+    production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,
+                                params["api"]["max_pixels"])
     gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)
     metadata = {
         "kind": kind,
@@ -281,14 +292,15 @@ def show_gate(gate: dict) -> None:
 
 
 def run_step(params: dict, version_file: str | None, kind: str = "train", start_from=None,
-             parent: dict | None = None, data=None, extra: dict | None = None) -> str:
+             parent: dict | None = None, data=None, extra: dict | None = None,
+             parent_evaluation: dict | None = None) -> str:
     """Build, gate and register a candidate; write its version to ``version_file``.
 
     Raises GateFailed (with the candidate's metadata) when the gate refuses it.
     """
     registry = Registry(params["registry_uri"])
     write_version_file(version_file, "")
-    metadata, files = build_candidate(params, kind, start_from, parent, registry, data, extra)
+    metadata, files = build_candidate(params, kind, start_from, parent, registry, data, extra, parent_evaluation)
     show_gate(metadata["gate"])
     version = register_candidate(registry, metadata, files)
     write_version_file(version_file, version)

@@ -101,7 +101,8 @@ def fine_tune_or_keep(params, registry, base, usable, report, key, version_file,
     from model.compare import evaluate_registered
 
     settings, dataset = params["retrain"], report["dataset"]["manifest_sha256"]
-    evaluation = evaluate_registered(registry, base.version, base.stage, usable)
+    evaluation = evaluate_registered(registry, base.version, base.stage, usable,
+                                     max_pixels=params["api"]["max_pixels"])
     accuracy = evaluation["metrics"]["accuracy"]
     click.echo(f"{base.version} ({base.stage}) on the current test split: accuracy {accuracy:.4f} on "
                f"{evaluation['test_images']} images (retrain.min_accuracy {settings['min_accuracy']})")
@@ -124,7 +125,8 @@ def fine_tune_or_keep(params, registry, base, usable, report, key, version_file,
                                                      "test_images": evaluation["test_images"]}}
     try:
         version = run_step(retraining_params(params), version_file, kind="retrain", start_from=model,
-                           parent={**base.metadata, "stage": base.stage}, data=(usable, report), extra=extra)
+                           parent={**base.metadata, "stage": base.stage}, data=(usable, report), extra=extra,
+                           parent_evaluation=evaluation)
     except GateFailed as exc:
         registry.index_put(INDEX_KIND, key, {"outcome": "poor model", "version": None, "at": utc_now()})
         headline = f"retraining {base.version} ({base.stage}) produced a poor model, not registered: {exc}"
