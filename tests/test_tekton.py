@@ -291,6 +291,18 @@ def test_github_interceptor_checks_the_webhook_secret_and_keeps_push_events(rend
                               "eventTypes": ["push"]}
 
 
+# The make targets whose steps email the product owner themselves (an outcome, a report).
+EMAILING_TARGETS = {"train", "retrain", "notify", "model-test"}
+
+
+def test_every_task_that_emails_can_log_in_to_the_smtp_server(rendered):
+    for name, task in of_kind(rendered, "Task").items():
+        scripts = " ".join(step.get("script", "") for step in task["spec"]["steps"])
+        if set(MAKE_TARGET.findall(scripts)) & EMAILING_TARGETS or "scripts.notify" in scripts:
+            env = {e["name"]: e for e in task["spec"].get("stepTemplate", {}).get("env", [])}
+            assert env["SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "xray-mlops-smtp", name
+
+
 def test_everything_is_documented(rendered):
     for kind in ("Task", "Pipeline"):
         for name, doc in of_kind(rendered, kind).items():
