@@ -353,17 +353,11 @@ def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, versio
 
 def report_gate_failure(params: dict, failure: GateFailed, outcome_file: str | None) -> str:
     """Email the product owner the refused candidate's report; return where the email went."""
-    from scripts.notify import DeliveryError, notify_outcome
-    from scripts.outcome import record_outcome
+    from scripts.outcome import tell
 
-    try:
-        where = notify_outcome(params, "training-failed-gate",
-                               f"A model trained from scratch failed the quality gate and was not registered: {failure}.",
-                               metadata=failure.metadata)
-    except DeliveryError as exc:
-        where = f"NOT delivered ({exc})"
-    record_outcome(outcome_file, "training-failed-gate", where)
-    return where
+    return tell(params, outcome_file, "training-failed-gate",
+                f"A model trained from scratch failed the quality gate and was not registered: {failure}.",
+                metadata=failure.metadata)
 
 
 if __name__ == "__main__":

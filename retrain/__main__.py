@@ -25,8 +25,7 @@ from model.dataset import DatasetError
 from model.train import GateFailed, TrainingError, load_training_data, run_step, write_version_file
 from registry.store import KERAS_FILE, Registry, RegistryError, utc_now
 from retrain.base import Base, NoBase, choose_base, incompatibilities, retrain_key
-from scripts.notify import DeliveryError, notify_outcome
-from scripts.outcome import record_outcome
+from scripts.outcome import tell
 from storage import StorageError
 
 INDEX_KIND = "retrain"
@@ -55,16 +54,6 @@ class Outcome(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code, self.message = code, message
-
-
-def tell(params: dict, outcome_file: str | None, kind: str, headline: str, metadata=None, facts=None) -> str:
-    """Email an outcome and note that it was told (so the pipeline does not report a crash too)."""
-    try:
-        where = notify_outcome(params, kind, headline, metadata, facts)
-    except DeliveryError as exc:
-        where = f"NOT delivered ({exc})"
-    record_outcome(outcome_file, kind, where)
-    return where
 
 
 def retrain(params: dict, force: bool, version_file: str | None, outcome_file: str | None) -> str:

@@ -22,6 +22,19 @@ def record_outcome(path: str | Path | None, kind: str, email: str) -> None:
         Path(path).write_text(json.dumps({"outcome": kind, "email": email, "at": utc_now()}))
 
 
+def tell(params: dict, outcome_file: str | Path | None, kind: str, headline: str, metadata=None, facts=None) -> str:
+    """Email the product owner an outcome (scripts/notify.py OUTCOMES) and note in ``outcome_file``
+    that it was told, so the pipeline does not report a crash too; return where the email went."""
+    from scripts.notify import DeliveryError, notify_outcome
+
+    try:
+        where = notify_outcome(params, kind, headline, metadata, facts)
+    except DeliveryError as exc:
+        where = f"NOT delivered ({exc})"
+    record_outcome(outcome_file, kind, where)
+    return where
+
+
 def read_outcome(path: str | Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())

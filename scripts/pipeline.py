@@ -20,8 +20,8 @@ import click
 
 from model.config import ConfigError, load_params
 from registry.store import Registry, RegistryError
-from scripts.notify import DeliveryError, notify_outcome
-from scripts.outcome import read_outcome
+from scripts.api_process import log_tail
+from scripts.outcome import read_outcome, tell
 from storage import StorageError
 
 LOG_TAIL_LINES = 20
@@ -64,9 +64,9 @@ class PipelineFailed(Exception):
 
 def model_under_test(registry: Registry) -> tuple[str, str]:
     """The model-test pipeline's model: production, else the newest testing version."""
-    pointer = registry.current()
-    if pointer:
-        return pointer["version"], "production"
+    production = registry.production_version()
+    if production:
+        return production, "production"
     versions = registry.versions("testing")
     if not versions:
         raise RegistryError("the registry has no model to test: run `make pipeline` first")
@@ -87,20 +87,13 @@ def run_make(step: Step, run_dir: Path, log_path: Path, variables: dict) -> int:
     return process.returncode
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 def report_crash(params: dict, pipeline: str, step: Step, code: int, log_path: Path) -> str:
-    tail = log_tail(log_path)
+    tail = log_tail(log_path, LOG_TAIL_LINES)
     last = next((line for line in reversed(tail.splitlines()) if line.strip()), "(no output)")
     headline = f"The {pipeline} pipeline stopped: step {step.name} (make {step.target}) failed with exit status {code}."
     facts = {"step": step.name, "error": last, "log": str(log_path.resolve()),
              "last lines": "\n" + "\n".join(f"    {line}" for line in tail.splitlines())}
-    try:
-        return notify_outcome(params, "step-failed", headline, facts=facts)
-    except DeliveryError as exc:
-        return f"NOT delivered ({exc})"
+    return tell(params, None, "step-failed", headline, facts=facts)
 
 
 def run_pipeline(name: str, params: dict, run_dir: Path) -> None:
