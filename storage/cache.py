@@ -49,7 +49,8 @@ def mirror(remote, objects: list[ObjectInfo], cache_root: str | os.PathLike, pro
     index = _read_index(folder)
     wanted = {info.path: info.generation for info in objects}
     stale = [info for info in objects if index.get(info.path) != info.generation or not local.exists(info.path)]
-    for path in set(index) - set(wanted):
+    removed = set(index) - set(wanted)
+    for path in removed:
         local.delete(path)
         index.pop(path)
 
@@ -67,6 +68,6 @@ def mirror(remote, objects: list[ObjectInfo], cache_root: str | os.PathLike, pro
                     bar.update(1)
             finally:
                 _write_index(folder, index)  # what finished is kept, even when one download failed
-    elif set(index) != set(wanted):
+    elif removed:
         _write_index(folder, index)
     return local, len(stale)

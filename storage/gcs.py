@@ -147,16 +147,18 @@ class GCSStorage:
         except self._errors.GoogleAPIError as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
 
-    def _same_content(self, relative: str, data: bytes) -> bool:
-        """After a refused retry: was it our own earlier attempt that got through?
+    def _own_generation(self, relative: str, data: bytes) -> str | None:
+        """After a refused retry: the object's generation when it was our own earlier attempt that
+        got through (it holds ``data``), else None.
 
         Sound only because every conditional write in this project carries a unique id (a claim
         id, a lease token, an audit name), so no other writer ever writes the same bytes.
         """
         try:
-            return self.read(relative) == data
+            stored, generation = self.read_with_generation(relative)
         except ObjectNotFound:
-            return False
+            return None
+        return generation if stored == data else None
 
     def create(self, relative: str, data: bytes) -> str:
         """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation."""
@@ -174,8 +176,9 @@ class GCSStorage:
             blob.upload_from_string(data, if_generation_match=generation, retry=self._conditional_retry)
         except self._errors.PreconditionFailed as exc:
             # A retried upload whose first attempt landed is refused too; that one is ours.
-            if self._same_content(relative, data):
-                return str(self.bucket.get_blob(self._name(relative), retry=self._retry).generation)
+            generation = self._own_generation(relative, data)
+            if generation is not None:
+                return generation
             raise refused from exc
         except self._errors.GoogleAPIError as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc

@@ -82,6 +82,12 @@ def test_a_gcs_dataset_is_read_through_a_mirror_that_downloads_only_changes(loca
     assert downloaded == 1
     assert local.read("COVID/images/COVID-1.png") == local_copy.joinpath("Normal/images/Normal-2.png").read_bytes()
     assert not local.exists("COVID/images/COVID-2.png")
+    # A deletion alone (nothing to download) leaves the mirror's index too.
+    remote.delete("COVID/images/COVID-3.png")
+    images = [info for info in remote.walk() if info.path != "manifest.json"]
+    assert mirror(remote, images, cache)[1] == 0
+    index = json.loads(next(cache.rglob(".cache-index.json")).read_text())
+    assert "COVID/images/COVID-3.png" not in index and "COVID/images/COVID-1.png" in index
 
 
 def test_a_mirror_never_trusts_a_file_it_did_not_finish(local_copy, gcs_bucket, tmp_path):
