@@ -18,7 +18,7 @@ import numpy as np
 
 from model.dataset import SPLITS, Dataset
 from model.decoded_cache import DecodedCache, attach, to_stored
-from model.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image, to_array
+from model.preprocess import ImageError, open_image, to_array
 
 
 class ValidationFailed(RuntimeError):
@@ -29,11 +29,6 @@ def _inspect(image) -> tuple[str, str, str]:
     size = f"{image.size[0]}x{image.size[1]}"
     digest = hashlib.sha256(f"{image.mode}{size}".encode() + image.tobytes()).hexdigest()
     return digest, image.mode, size
-
-
-def pixel_digest(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, str]:
-    """Decode image bytes; return (sha256 of mode, size and pixels, mode, "WxH")."""
-    return _inspect(open_image(data, max_pixels=max_pixels))
 
 
 def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progress: bool):

@@ -33,7 +33,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable
 
-from registry.policy import last_test_run, readiness, tests_passed  # noqa: F401  (re-exported)
+from registry.policy import readiness, tests_passed
 from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
 from storage.lease import DEFAULT_TTL_S as DEFAULT_LEASE_TTL_S
 from storage.lease import lease
@@ -463,4 +463,4 @@ class Registry:
 
 __all__ = ["Registry", "RegistryError", "VersionNotFound", "PromotionRefused", "ConcurrentChange",
            "StorageError", "STAGES", "METADATA_FILE", "MODEL_FILE", "KERAS_FILE", "utc_now", "whoami",
-           "tests_passed", "last_test_run"]
+           "tests_passed"]

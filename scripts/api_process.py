@@ -45,17 +45,6 @@ def spawn_api(arguments: list[str], log_path: Path, detach: bool = False) -> sub
         )
 
 
-def served_version(url: str) -> str | None:
-    """The version a running API serves, or None if it does not answer or has no model."""
-    try:
-        response = requests.get(f"{url}/readyz", timeout=2)
-    except requests.RequestException:
-        return None
-    if response.status_code != 200:
-        return None
-    return response.headers.get("X-Model-Version")
-
-
 def healthz_headers(url: str):
     """The headers of ``url``/healthz, whatever its status; None when nothing answers there."""
     try:

@@ -24,7 +24,7 @@ from scripts.api_process import (
     is_our_api,
     log_tail,
     pid_alive,
-    served_version,
+    readiness,
     spawn_api,
     stop_pid,
     wait_until_serving,
@@ -156,7 +156,7 @@ def status(run_dir):
     if pid is None:
         click.echo("the API is not running")
         return
-    click.echo(f"the API (pid {pid}) at {_url(params)} serves {served_version(_url(params)) or 'no model'}; "
+    click.echo(f"the API (pid {pid}) at {_url(params)} serves {(readiness(_url(params)) or {}).get('model_version') or 'no model'}; "
                f"last log lines:\n{log_tail(_paths(run_dir)[1], 3)}")
 
 

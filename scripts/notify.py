@@ -47,16 +47,16 @@ class DeliveryError(RuntimeError):
         self.saved_to = saved_to
 
 
-# Every outcome of a pipeline run that the product owner hears about: its title and whether the
-# run succeeded (a failed outcome sends its email and the step exits non-zero).
+# Every outcome of a pipeline run that the product owner hears about, with its title (the email's
+# subject). Whether the run failed is the step's exit status, decided where the outcome arises.
 OUTCOMES = {
-    "training-failed-gate": ("training failed the quality gate", False),
-    "production-still-good": ("production still good on the new data", True),
-    "testing-still-good": ("testing model still good on the new data", True),
-    "poor-model": ("retraining produced a poor model", False),
-    "no-model": ("no model to retrain", False),
-    "incompatible-base": ("retraining refused: the base model does not fit the current settings", False),
-    "step-failed": ("a pipeline step failed", False),
+    "training-failed-gate": "training failed the quality gate",
+    "production-still-good": "production still good on the new data",
+    "testing-still-good": "testing model still good on the new data",
+    "poor-model": "retraining produced a poor model",
+    "no-model": "no model to retrain",
+    "incompatible-base": "retraining refused: the base model does not fit the current settings",
+    "step-failed": "a pipeline step failed",
 }
 
 
@@ -106,7 +106,7 @@ def outcome_message(kind: str, headline: str, sender: str, recipient: str, metad
     ``metadata`` is the candidate's, when one was trained, shown as its report (no promotion
     status: it was not registered, or is not what this email is about).
     """
-    title, _ = OUTCOMES[kind]
+    title = OUTCOMES[kind]
     message = _new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
     message[OUTCOME_HEADER] = kind
     lines = [headline, ""] + [f"  {key}: {value}" for key, value in (facts or {}).items()]

@@ -17,9 +17,6 @@ import click
 from model.config import ConfigError, describe, load_params
 from scripts.notify import SUBJECT_PREFIX, DeliveryError, deliver
 
-OK_STATUSES = {"Succeeded"}
-
-
 def parse_task(value: str) -> tuple[str, str]:
     """``TASK=STATUS`` -> (task, status), as the pipelines pass ``$(tasks.NAME.status)``."""
     task, sep, status = value.partition("=")

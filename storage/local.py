@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from storage.base import AlreadyExists, GenerationMismatch, ObjectInfo, ObjectNotFound, StorageError, check_relative
+from storage.base import AlreadyExists, GenerationMismatch, ObjectInfo, ObjectNotFound, check_relative
 
 LOCK_DIR = ".locks"
 
@@ -30,10 +30,6 @@ class LocalStorage:
 
     def _path(self, relative: str) -> Path:
         return self.root.joinpath(*check_relative(relative).split("/"))
-
-    def local_path(self, relative: str) -> Path:
-        """The file on this disk that holds ``relative``."""
-        return self._path(relative)
 
     def describe(self, relative: str) -> str:
         return f"{self.uri}/{relative}"

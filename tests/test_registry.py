@@ -18,7 +18,6 @@ import pytest
 from helpers import clean_env, config_variables, run_module
 from api_helpers import build_onnx_model, model_metadata
 from registry.store import (
-    CLAIM_FILE,
     METADATA_FILE,
     PromotionRefused,
     Registry,

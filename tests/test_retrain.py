@@ -12,7 +12,6 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-import pytest
 
 from helpers import run_make, run_module
 from registry.store import Registry
