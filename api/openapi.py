@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from api.requestlog import SANE_REQUEST_ID
+
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -78,7 +80,7 @@ ANSWER_HEADERS = {
         "description": "The client's X-Request-ID when it is 1-128 characters of letters, digits "
         "and `._:-`, else an id the server made; it is on the request's log line.",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+        "schema": {"type": "string", "pattern": f"^{SANE_REQUEST_ID.pattern}$"},
     },
 }
 

@@ -135,6 +135,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int 
 def sixteen_bit_white(image: Image.Image, pixels: np.ndarray) -> float:
     """The sample value that means white in a 16-bit gray image (the rule of the module docstring)."""
     bits = image.info.get(SIGNIFICANT_BITS) or 16
+    if bits >= 16:
+        return 65535.0  # no pass over the pixels: nothing can exceed it
     white = float(2**bits - 1)
     return white if pixels.size == 0 or pixels.max() <= white else 65535.0
 
