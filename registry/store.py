@@ -175,9 +175,15 @@ class Registry:
 
     def newest_tested(self) -> str | None:
         """The newest testing version whose newest acceptance-test run passed."""
+        found = self.newest_tested_metadata()
+        return found[0] if found else None
+
+    def newest_tested_metadata(self) -> tuple[str, dict] | None:
+        """:meth:`newest_tested` with the merged metadata it read to decide."""
         for version in reversed(self.versions("testing")):
-            if tests_passed(self.metadata(version, "testing")):
-                return version
+            metadata = self.metadata(version, "testing")
+            if tests_passed(metadata):
+                return version, metadata
         return None
 
     def audit(self) -> list[dict]:

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.policy import tests_passed
 from registry.store import Registry
 
 CODE_FOLDERS = ("model", "retrain")  # the code whose change makes a retraining worth running again
@@ -31,10 +30,10 @@ def choose_base(registry: Registry) -> Base:
     pointer = registry.current()
     if pointer is not None:
         return Base(pointer["version"], "production", registry.metadata(pointer["version"], "production"))
-    for version in reversed(registry.versions("testing")):
-        metadata = registry.metadata(version, "testing")
-        if tests_passed(metadata):
-            return Base(version, "testing", metadata)
+    tested = registry.newest_tested_metadata()
+    if tested is not None:
+        version, metadata = tested
+        return Base(version, "testing", metadata)
     raise NoBase("no model to retrain: run `make pipeline` first")
 
 
