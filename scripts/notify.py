@@ -115,8 +115,8 @@ def outcome_message(kind: str, headline: str, sender: str, recipient: str, metad
         text += "\n" + render_text(metadata, status=False)
     message.set_content(text, cte="quoted-printable")
     if metadata:
-        message.add_alternative(render_html(metadata, status=False, headline=headline), subtype="html",
-                                cte="quoted-printable")
+        message.add_alternative(render_html(metadata, status=False, headline=headline, facts=facts),
+                                subtype="html", cte="quoted-printable")
     message.policy = message.policy.clone(max_line_length=998)
     return message
 

@@ -361,17 +361,21 @@ def _html_key_values(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None, status: bool = True,
-                headline: str | None = None, production: str | None = None) -> str:
+                headline: str | None = None, production: str | None = None,
+                facts: Mapping[str, Any] | None = None) -> str:
     """The report of one version as one self-contained HTML page (inline CSS, no external assets).
 
     ``images`` maps a report PNG file name to the ``src`` to show it with: ``cid:<name>`` in an
     email, the file name next to a stored report, or a ``data:`` URI. Every value is escaped.
-    ``status``, ``headline`` and ``production`` as in :func:`render_text`.
+    ``status``, ``headline`` and ``production`` as in :func:`render_text`; ``facts`` are key/value
+    rows shown under the headline (an outcome email's).
     """
     version = str(metadata.get("version", "?"))
     body = [f'<h1 style="{H1_STYLE}">xray-mlops model report: {_e(version)}</h1>']
     if headline:
         body.append(f"<p><strong>{_e(headline)}</strong></p>")
+    if facts:
+        body.append(_html_key_values([(str(key), str(value)) for key, value in facts.items()]))
     if status:
         ready = readiness(metadata, production)
         if ready.in_production:

@@ -19,7 +19,7 @@ from PIL import Image
 from helpers import clean_env, config_variables, free_port, run_module
 from model.config import load_params
 from registry.store import Registry
-from scripts.notify import DeliveryError, build_message, deliver, main, write_outbox
+from scripts.notify import DeliveryError, build_message, deliver, main, outcome_message, write_outbox
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
@@ -369,3 +369,13 @@ def test_help_describes_the_command_with_an_example():
     assert result.exit_code == 0
     for option in ("--version", "--registry", "--to", "--from", "Example: python -m scripts.notify"):
         assert option in result.output
+
+
+def test_an_outcome_email_shows_its_facts_in_both_parts():
+    facts = {"base": "v0003-20261127T143000Z (production)", "base accuracy now": "0.9362 on 188 test images"}
+    message = outcome_message("poor-model", "retraining produced a poor model", "ci@example.org",
+                              "owner@example.org", metadata={"version": None}, facts=facts)
+    assert message["Subject"] == "[xray-mlops] retraining produced a poor model"
+    for part in ("plain", "html"):
+        body = message.get_body((part,)).get_content()
+        assert "v0003-20261127T143000Z (production)" in body and "0.9362 on 188 test images" in body, part
