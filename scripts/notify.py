@@ -88,7 +88,8 @@ def subject(metadata: Mapping[str, Any], tested_as: str | None = None, productio
     return f"{SUBJECT_PREFIX} {what_happened(metadata)}{version} NOT promotable: {', '.join(ready.problems)}"
 
 
-def _new_message(subject_line: str, sender: str, recipient: str) -> EmailMessage:
+def new_message(subject_line: str, sender: str, recipient: str) -> EmailMessage:
+    """An empty email with this project's headers (subject, sender, recipient, date, message id)."""
     message = EmailMessage()
     message["Subject"] = subject_line
     message["From"] = sender
@@ -107,7 +108,7 @@ def outcome_message(kind: str, headline: str, sender: str, recipient: str, metad
     status: it was not registered, or is not what this email is about).
     """
     title = OUTCOMES[kind]
-    message = _new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
+    message = new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
     message[OUTCOME_HEADER] = kind
     lines = [headline, ""] + [f"  {key}: {value}" for key, value in (facts or {}).items()]
     text = "\n".join(lines) + "\n"
@@ -117,7 +118,6 @@ def outcome_message(kind: str, headline: str, sender: str, recipient: str, metad
     if metadata:
         message.add_alternative(render_html(metadata, status=False, headline=headline, facts=facts),
                                 subtype="html", cte="quoted-printable")
-    message.policy = message.policy.clone(max_line_length=998)
     return message
 
 
@@ -143,7 +143,7 @@ def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, 
     """
     version = str(metadata["version"])
     images = report_images(registry, version, metadata)
-    message = _new_message(subject(metadata, tested_as, production), sender, recipient)
+    message = new_message(subject(metadata, tested_as, production), sender, recipient)
     message[VERSION_HEADER] = version
     # Quoted-printable keeps a saved .eml readable (and greppable) in a text editor.
     message.set_content(render_text(metadata, production=production), cte="quoted-printable")
@@ -157,10 +157,6 @@ def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, 
             png, maintype="image", subtype="png", cid=f"<{content_id(name)}>",
             filename=name, disposition="inline",
         )
-    # Set after the bodies are encoded (quoted-printable lines stay at 76). Header lines may be
-    # 998 long; at 78, Python moves a subject that just overflows onto a line of its own, which
-    # its parser then reads back with a leading space.
-    message.policy = message.policy.clone(max_line_length=998)
     return message
 
 
@@ -248,6 +244,10 @@ def deliver(message: EmailMessage, params: Mapping[str, Any]) -> str:
     Raises DeliveryError when SMTP fails (after saving a copy to the outbox) or the outbox
     cannot be written.
     """
+    # Set here, after every builder has encoded its bodies (quoted-printable lines stay at 76).
+    # Header lines may be 998 long; at 78, Python moves a subject that just overflows onto a line
+    # of its own, which its parser then reads back with a leading space.
+    message.policy = message.policy.clone(max_line_length=998)
     smtp = params.get("smtp") or {}
     outbox_dir = params.get("outbox_dir") or "outbox"
     if not smtp.get("host"):

@@ -10,12 +10,11 @@ the outbox, with a copy in the outbox when SMTP fails.
 from __future__ import annotations
 
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
 import click
 
 from model.config import ConfigError, describe, load_params
-from scripts.notify import SUBJECT_PREFIX, DeliveryError, deliver
+from scripts.notify import SUBJECT_PREFIX, DeliveryError, deliver, new_message
 
 def parse_task(value: str) -> tuple[str, str]:
     """``TASK=STATUS`` -> (task, status), as the pipelines pass ``$(tasks.NAME.status)``."""
@@ -34,11 +33,8 @@ def build_message(pipeline: str, run: str, namespace: str, commit: str, tasks: l
                   sender: str, recipient: str) -> EmailMessage:
     """A plain-text email naming the run, what failed, every task's status and where the logs are."""
     failed = failed_tasks(tasks)
-    message = EmailMessage()
-    message["Subject"] = f"{SUBJECT_PREFIX} {pipeline} run {run} failed" + (f": {', '.join(failed)}" if failed else "")
-    message["From"], message["To"] = sender, recipient
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message = new_message(f"{SUBJECT_PREFIX} {pipeline} run {run} failed" + (f": {', '.join(failed)}" if failed else ""),
+                          sender, recipient)
     width = max((len(task) for task, _ in tasks), default=0)
     lines = [
         f"The {pipeline} pipeline run {run} failed; no model version was registered for review.",
