@@ -135,14 +135,16 @@ def content_id(name: str) -> str:
 
 
 def build_message(metadata: Mapping[str, Any], registry: Registry, sender: str, recipient: str,
-                  tested_as: str | None = None, production: str | None = None) -> EmailMessage:
+                  tested_as: str | None = None, production: str | None = None,
+                  stage: str | None = None) -> EmailMessage:
     """The report email: a text part, and an HTML alternative with the report PNGs inline.
 
     Layout: multipart/alternative(text/plain, multipart/related(text/html, image/png...)), so
     clients that show HTML find the images by Content-ID and the others read the text.
+    ``production`` is the version in production now; ``stage`` where the version's files are.
     """
     version = str(metadata["version"])
-    images = report_images(registry, version, metadata)
+    images = report_images(registry, version, metadata, stage)
     message = new_message(subject(metadata, tested_as, production), sender, recipient)
     message[VERSION_HEADER] = version
     # Quoted-printable keeps a saved .eml readable (and greppable) in a text editor.
@@ -320,10 +322,10 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
     _check_addresses(sender, "sender", "--from", "NOTIFY_FROM")
     try:
         registry = Registry(params["registry_uri"])
-        version = resolve_version(registry, version)
-        metadata = registry.metadata(version)
+        version, stage = resolve_version(registry, version)
+        metadata = registry.metadata(version, stage)
         production = registry.production_version()
-        message = build_message(metadata, registry, sender, recipient, tested_as, production)
+        message = build_message(metadata, registry, sender, recipient, tested_as, production, stage)
     except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:

@@ -434,15 +434,14 @@ def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = 
 # --- registry access shared with scripts.notify ----------------------------------------------
 
 
-def resolve_version(registry: Registry, version: str | None) -> str:
-    """``version`` itself, or the newest testing version when it is None."""
+def resolve_version(registry: Registry, version: str | None) -> tuple[str, str]:
+    """``(version, its stage)``: ``version`` itself, or the newest testing version when it is None."""
     if version:
-        registry.stage_of(version)  # raises VersionNotFound with the registry's own message
-        return version
+        return version, registry.stage_of(version)  # VersionNotFound with the registry's own message
     versions = registry.versions("testing")
     if not versions:
         raise VersionNotFound(f"the registry at {registry.uri} has no testing version: run `make train` first")
-    return versions[-1]
+    return versions[-1], "testing"
 
 
 def report_image_names(metadata: Mapping[str, Any], files: Iterable[str]) -> list[str]:
@@ -456,10 +455,13 @@ def report_image_names(metadata: Mapping[str, Any], files: Iterable[str]) -> lis
     return [name for name in names if name in present and name.lower().endswith(".png")]
 
 
-def report_images(registry: Registry, version: str, metadata: Mapping[str, Any]) -> dict[str, bytes]:
-    """File name -> PNG bytes of the report images stored in ``version``."""
-    names = report_image_names(metadata, registry.files(version))
-    return {name: registry.read_file(version, name) for name in names}
+def report_images(registry: Registry, version: str, metadata: Mapping[str, Any],
+                  stage: str | None = None) -> dict[str, bytes]:
+    """File name -> PNG bytes of the report images stored in ``version`` (in ``stage``: looked up
+    once when None)."""
+    stage = stage or registry.stage_of(version)
+    names = report_image_names(metadata, registry.files(version, stage))
+    return {name: registry.read_file(version, name, stage) for name in names}
 
 
 def data_uri(png: bytes) -> str:
@@ -490,11 +492,11 @@ def main(version: str | None, registry_uri: str | None, output_format: str, out_
     click.echo(describe(params, "report", ("registry_uri",)), err=True)
     try:
         registry = Registry(params["registry_uri"])
-        version = resolve_version(registry, version)
-        metadata = registry.metadata(version)
+        version, stage = resolve_version(registry, version)
+        metadata = registry.metadata(version, stage)
         production = registry.production_version()
         if output_format == "html":
-            images = {name: data_uri(png) for name, png in report_images(registry, version, metadata).items()}
+            images = {name: data_uri(png) for name, png in report_images(registry, version, metadata, stage).items()}
             report = render_html(metadata, images, production=production)
         else:
             report = render_text(metadata, production=production)
