@@ -85,16 +85,17 @@ def cli():
     """
 
 
-def start_api(params: dict, run_dir: Path, echo=click.echo) -> str:
-    """Start the API on the production model, or wait until the running one serves it.
+def start_api(params: dict, run_dir: Path, version: str | None = None) -> None:
+    """Start the API on the production model (``version``, which the caller has just read from the
+    pointer, else read here), or wait until the running one serves it.
 
-    Returns the version served; raises ApiProcessError (or DeployRefused) saying why not.
+    Raises ApiProcessError (or DeployRefused) saying why not.
     """
     url, timeout = _url(params), params["api"]["start_timeout_s"]
-    pointer = Registry(params["registry_uri"]).current()
-    if pointer is None:
+    if version is None:
+        version = Registry(params["registry_uri"]).production_version()
+    if version is None:
         raise DeployRefused("nothing is in production yet: run `make promote` first")
-    version = pointer["version"]
     pid_file, log_path, port_file = _paths(run_dir)
     pid = running_pid(run_dir, params["api"]["host"])
     headers = None if pid else healthz_headers(url)
@@ -103,19 +104,18 @@ def start_api(params: dict, run_dir: Path, echo=click.echo) -> str:
     if pid or headers is not None:
         # A running API, ours or one started by `make serve`, follows the production pointer.
         who = f"the API (pid {pid}) is running" if pid else f"an API started elsewhere answers at {url}"
-        echo(f"{who}; waiting until it serves {version}")
+        click.echo(f"{who}; waiting until it serves {version}")
         still_up = (lambda: pid_alive(pid)) if pid else (lambda: healthz_headers(url) is not None)
         wait_until_serving(url, version, timeout, still_up, log_path)
-        echo(f"{url} now serves {version}")
-        return version
+        click.echo(f"{url} now serves {version}")
+        return
     port_file.unlink(missing_ok=True)
     process = spawn_api(["--port-file", str(port_file)], log_path, detach=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{process.pid}\n")
     wait_until_serving(url, version, timeout, lambda: process.poll() is None, log_path)
-    echo(f"the API (pid {process.pid}) serves {version} at {url}; log: {log_path}; stop: make stop")
-    echo(f"try: curl --data-binary @image.png -H 'Content-Type: image/png' {url}/predict")
-    return version
+    click.echo(f"the API (pid {process.pid}) serves {version} at {url}; log: {log_path}; stop: make stop")
+    click.echo(f"try: curl --data-binary @image.png -H 'Content-Type: image/png' {url}/predict")
 
 
 @cli.command()

@@ -38,7 +38,7 @@ def deploy(params: dict, target: str, run_dir: Path, version: str) -> None:
             raise DeployFailed(str(exc)) from exc
         return
     try:
-        start_api(params, run_dir)
+        start_api(params, run_dir, version)
     except (ApiProcessError, DeployRefused) as exc:
         raise DeployFailed(str(exc)) from exc
 
