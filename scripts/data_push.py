@@ -48,12 +48,16 @@ def push_dataset(source: str, target_uri: str, params: dict, progress: bool = Tr
     target = open_storage(target_uri)
     remote = {info.path: info for info in target.walk()}
 
-    def changed(example) -> bool:
-        info = remote.get(example.path)
+    def differs(path: str, data: bytes) -> bool:
+        """Whether the object at ``path`` is missing or holds other bytes (by MD5 where the backend
+        has one, else by size, then content)."""
+        info = remote.get(path)
         if info is None:
             return True
-        data = local.read_bytes(example.path)
-        return info.md5 != md5_base64(data) if info.md5 else info.size != len(data) or target.read(example.path) != data
+        return info.md5 != md5_base64(data) if info.md5 else info.size != len(data) or target.read(path) != data
+
+    def changed(example) -> bool:
+        return differs(example.path, local.read_bytes(example.path))
 
     def upload(example) -> None:
         target.write(example.path, local.read_bytes(example.path))
@@ -66,10 +70,7 @@ def push_dataset(source: str, target_uri: str, params: dict, progress: bool = Tr
                 bar.update(1)
     document = manifest_document(local)
     manifest = json.dumps(document, indent=1).encode()
-    try:
-        manifest_changed = target.read(MANIFEST_FILE) != manifest
-    except StorageError:
-        manifest_changed = True
+    manifest_changed = differs(MANIFEST_FILE, manifest)
     if manifest_changed:
         target.write(MANIFEST_FILE, manifest)
     return {"uploaded": len(stale), "unchanged": len(local.examples) - len(stale),
