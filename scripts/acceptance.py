@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 
 import click
@@ -13,7 +12,7 @@ from model.config import REPO_ROOT, ConfigError, describe, load_params
 from registry.store import Registry, RegistryError, utc_now
 from scripts.outcome import record_outcome
 from storage import StorageError
-from scripts.api_process import ApiProcessError, spawn_api, stop_pid, wait_for_port_file, wait_until_serving
+from scripts.api_process import ApiProcessError, loopback_api, wait_until_serving
 
 SUITE_DIR = REPO_ROOT / "unittests"
 
@@ -95,22 +94,10 @@ def run_record(results: ResultCollector, code: int, api_url: str | None = None) 
 def serve_and_run(params: dict, version: str, stage: str, run_dir: Path) -> tuple[int, ResultCollector]:
     """Start the API on ``version`` on a free loopback port, run the suite against it, stop it."""
     log_path = run_dir / f"acceptance-api-{version}.log"
-    with tempfile.TemporaryDirectory() as work:
-        port_file = Path(work) / "port"
-        process = spawn_api(
-            ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-             "--registry", params["registry_uri"], "--stage", stage, "--version", version],
-            log_path,
-        )
-        try:
-            timeout = params["api"]["start_timeout_s"]
-            port = wait_for_port_file(port_file, process, timeout, log_path)
-            api_url = f"http://127.0.0.1:{port}"
-            wait_until_serving(api_url, version, timeout, lambda: process.poll() is None, log_path)
-            click.echo(f"serving {version} ({stage}) at {api_url}; running {SUITE_DIR.name}/")
-            return run_suite(api_url, version, params)
-        finally:
-            stop_pid(process.pid)
+    with loopback_api(params["registry_uri"], stage, version, log_path,
+                      params["api"]["start_timeout_s"]) as (api_url, _):
+        click.echo(f"serving {version} ({stage}) at {api_url}; running {SUITE_DIR.name}/")
+        return run_suite(api_url, version, params)
 
 
 @click.command()

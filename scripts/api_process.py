@@ -10,8 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -147,3 +150,21 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
                 return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def loopback_api(registry_uri: str, stage: str, version: str, log_path: Path,
+                 timeout_s: float) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``(url, process)`` of an API serving ``version`` from ``stage`` on a free loopback port,
+    stopped on leaving; ApiProcessError when it does not come up serving it."""
+    with tempfile.TemporaryDirectory() as work:
+        port_file = Path(work) / "port"
+        process = spawn_api(["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+                             "--registry", registry_uri, "--stage", stage, "--version", version], log_path)
+        try:
+            port = wait_for_port_file(port_file, process, timeout_s, log_path)
+            url = f"http://127.0.0.1:{port}"
+            wait_until_serving(url, version, timeout_s, lambda: process.poll() is None, log_path)
+            yield url, process
+        finally:
+            stop_pid(process.pid)

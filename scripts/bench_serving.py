@@ -311,32 +311,6 @@ def load_generator(name: str):
     return "Python asyncio client (separate process)", drive_with_python
 
 
-class RunningApi:
-    """``python -m api.serve`` on a free loopback port, serving ``model``."""
-
-    def __init__(self, model: ServedModel, log_path: Path, timeout_s: float):
-        from scripts.api_process import spawn_api, wait_for_port_file, wait_until_serving
-
-        self._work = tempfile.TemporaryDirectory()
-        port_file = Path(self._work.name) / "port"
-        self.process = spawn_api(["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-                                  "--registry", model.registry_uri, "--stage", model.stage,
-                                  "--version", model.version], log_path)
-        try:
-            port = wait_for_port_file(port_file, self.process, timeout_s, log_path)
-            self.url = f"http://127.0.0.1:{port}"
-            wait_until_serving(self.url, model.version, timeout_s, lambda: self.process.poll() is None, log_path)
-        except Exception as exc:
-            self.stop()
-            raise BenchError(str(exc)) from exc
-
-    def stop(self) -> None:
-        from scripts.api_process import stop_pid
-
-        stop_pid(self.process.pid)
-        self._work.cleanup()
-
-
 # --- the section ----------------------------------------------------------------------------------
 
 
@@ -384,6 +358,8 @@ def target_notes(steps: dict[int, tuple[Measure, Measure]]) -> list[str]:
 
 def run(params: dict, quick: bool) -> dict:
     """Measure the limit, then the API, at each concurrency of ``bench.concurrency``."""
+    from scripts.api_process import ApiProcessError, loopback_api
+
     bench, api = params["bench"], params["api"]
     seconds = QUICK_SECONDS if quick else float(bench["seconds"])
     concurrencies = QUICK_CONCURRENCY if quick else tuple(int(c) for c in bench["concurrency"])
@@ -392,12 +368,13 @@ def run(params: dict, quick: bool) -> dict:
     model, png = served_model(params), bench_image(params)
     limits = {c: best_limit(model, png, c, seconds, api) for c in concurrencies}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    server = RunningApi(model, BENCH_DIR / "api.log", api["start_timeout_s"])
     try:
-        drive(server.url, png, 1, min(seconds, 1.0), server.process.pid)  # warm up
-        steps = {c: (limits[c], drive(server.url, png, c, seconds, server.process.pid)) for c in concurrencies}
-    finally:
-        server.stop()
+        with loopback_api(model.registry_uri, model.stage, model.version, BENCH_DIR / "api.log",
+                          api["start_timeout_s"]) as (url, process):
+            drive(url, png, 1, min(seconds, 1.0), process.pid)  # warm up
+            steps = {c: (limits[c], drive(url, png, c, seconds, process.pid)) for c in concurrencies}
+    except ApiProcessError as exc:
+        raise BenchError(str(exc)) from exc
     return {
         "title": "Serving: the API over HTTP against the in-process limit (decode + preprocess + session.run)",
         "rows": [table_row(c, limit, measured) for c, (limit, measured) in steps.items()],
