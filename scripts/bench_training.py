@@ -105,9 +105,9 @@ def input_paths(params: dict):
 
     dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"],
                            cache_dir=params["cache_dir"], progress=False)
-    off = {**params, "speed": {**params["speed"], "decoded_cache": False}}
-    _, plain = validate_dataset(dataset, off, progress=False)
     _, decoded = validate_dataset(dataset, params, progress=False)
+    # The same usable examples on the scanned dataset, which carries no decoded images.
+    plain = dataset.with_examples(decoded.examples)
     return plain, decoded, decoded.split("train")
 
 
