@@ -75,6 +75,25 @@ def load_training_data(params: dict):
     return usable, report
 
 
+def compile_for_training(model, rate, placement) -> None:
+    """Compile ``model`` as training does: Adam at ``rate`` (a number or a schedule), loss scaling
+    under mixed precision, XLA when ``placement`` says so, inside the model's strategy."""
+    import keras
+
+    from model.devices import is_mixed
+
+    with model.distribute_strategy.scope():
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+        if is_mixed(model):  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+            jit_compile=placement.xla,
+        )
+
+
 def fit(model, usable, params: dict) -> tuple[object, dict]:
     """Fit ``model`` on the train split under ``train.lr_schedule`` (model/schedule.py).
 
@@ -85,7 +104,6 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     """
     import math
 
-    import keras
     import tensorflow as tf
 
     from model.devices import configure, float32_copy, is_mixed
@@ -109,16 +127,7 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     mixed = is_mixed(model)
     click.echo(f"training on {placement.describe()}; {replicas} replica(s), global batch {batch}"
                f"{', float16 compute' if mixed else ''}")
-    with strategy.scope():
-        optimizer = keras.optimizers.Adam(learning_rate=rate)
-        if mixed:  # float16 gradients underflow without loss scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-            jit_compile=placement.xla,
-        )
+    compile_for_training(model, rate, placement)
     started = time.monotonic()
     history = model.fit(
         train_data,

@@ -122,6 +122,7 @@ def measure_inputs(params: dict, rounds: int):
     from model.devices import configure
     from model.network import build_network
     from model.tfdata import make_tf_dataset
+    from model.train import compile_for_training
 
     placement = configure(params["speed"])
     plain, decoded, train = input_paths(params)
@@ -130,9 +131,7 @@ def measure_inputs(params: dict, rounds: int):
     size, batch, seed = params["data"]["image_size"], params["train"]["batch_size"], params["train"]["seed"]
     keras.utils.set_random_seed(seed)
     model = build_network(size, len(params["classes"]), speed=params["speed"])
-    with model.distribute_strategy.scope():
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(),
-                      metrics=["accuracy"], jit_compile=placement.xla)
+    compile_for_training(model, 1e-3, placement)
     batches = list(make_tf_dataset(decoded, train, size, batch, shuffle=True, seed=seed).as_numpy_iterator())
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([y for _, y in batches])
