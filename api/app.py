@@ -31,7 +31,7 @@ from typing import Any, Mapping
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from api.errors import ApiError, error_code, error_payload
+from api.errors import ApiError, body_too_large, error_code, error_payload
 from api.inputs import batch_uploads, single_image_bytes
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
@@ -221,7 +221,7 @@ def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     message = exc.description or exc.name or "request failed"
     if status == 413:
-        message = f"the request body is larger than {request.max_content_length} bytes"
+        message = body_too_large(request.max_content_length)
     response.set_data(jsonify(error_payload(error_code(status, exc.name or "error"), message)).get_data())
     response.content_type = "application/json"
     return response
@@ -240,17 +240,22 @@ def _start_request() -> None:
     g.in_flight = True
 
 
+def _account(metrics, rid: str, method: str, route: str, status: int, seconds: float,
+             version: str | None) -> list[tuple[str, str]]:
+    """Count, time and log one answer; return the headers every answer carries."""
+    metrics.observe_request(route, status, seconds)
+    log_request(rid, method, route, status, seconds, version)
+    return [("X-Model-Version", version or "none"), (REQUEST_ID_HEADER, rid)]
+
+
 def _finish_response(response: Response) -> Response:
     """Mark the answer with the model version and request id; count, time and log the request."""
     predictor = g.get("predictor") or _holder().predictor
-    version = predictor.version if predictor else None
-    rid = g.get("request_id") or request_id(None)
-    response.headers["X-Model-Version"] = version or "none"
-    response.headers[REQUEST_ID_HEADER] = rid
     route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    _metrics().observe_request(route, response.status_code, seconds)
-    log_request(rid, request.method, route, response.status_code, seconds, version)
+    for name, value in _account(_metrics(), g.get("request_id") or request_id(None), request.method, route,
+                                response.status_code, seconds, predictor.version if predictor else None):
+        response.headers[name] = value
     return response
 
 
@@ -265,10 +270,7 @@ def server_error_answer(app: Flask, status: int, message: str, sent_request_id: 
     (a body over the server's cap, a malformed request); counted and logged like any request."""
     holder: ModelHolder = app.extensions["model_holder"]
     version = holder.predictor.version if holder.predictor else None
-    rid = request_id(sent_request_id)
     body = json.dumps(error_payload(error_code(status), message)).encode()
-    app.extensions["metrics"].observe_request(SERVER_ROUTE, status, 0.0)
-    log_request(rid, method, SERVER_ROUTE, status, 0.0, version)
-    headers = [("Content-Type", "application/json"), ("X-Model-Version", version or "none"),
-               (REQUEST_ID_HEADER, rid)]
-    return headers, body
+    marks = _account(app.extensions["metrics"], request_id(sent_request_id), method, SERVER_ROUTE, status, 0.0,
+                     version)
+    return [("Content-Type", "application/json"), *marks], body

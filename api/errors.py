@@ -31,3 +31,8 @@ def error_code(status: int, name: str = "error") -> str:
 
 def error_payload(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
+
+
+def body_too_large(limit: int) -> str:
+    """The message of a 413, from the app (a route's limit) or from the server (its cap)."""
+    return f"the request body is larger than {limit} bytes"

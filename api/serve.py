@@ -23,6 +23,7 @@ from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
 from api.app import create_app, server_error_answer
+from api.errors import body_too_large
 from api.requestlog import configure_logging
 from model.config import ConfigError, describe, load_params
 from storage import StorageError
@@ -44,7 +45,7 @@ class JsonErrorTask(ErrorTask):
         error = self.request.error
         server = self.channel.server
         if error.code == 413:
-            message = f"the request body is larger than {server.adj.max_request_body_size} bytes"
+            message = body_too_large(server.adj.max_request_body_size)
         else:
             message = f"{error.reason}: {error.body}"
         headers, body = server_error_answer(self.channel.app, error.code, message,
