@@ -86,11 +86,14 @@ class PodAnswer:
     detail: str
 
 
-def serving_pods(namespace: str, deployment: str) -> list[str]:
-    """The ready, not terminating pods the Deployment selects."""
-    spec = kubectl_json("get", "deployment", deployment, namespace=namespace)
-    labels = spec["spec"]["selector"]["matchLabels"]
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+def pod_selector(deployment_spec: dict) -> str:
+    """The label selector (``k=v,...``) of a Deployment's pods."""
+    labels = deployment_spec["spec"]["selector"]["matchLabels"]
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def serving_pods(namespace: str, selector: str) -> list[str]:
+    """The ready, not terminating pods ``selector`` selects."""
     pods = kubectl_json("get", "pods", "--selector", selector, namespace=namespace)["items"]
     ready = []
     for pod in pods:
@@ -111,11 +114,13 @@ def ask_pod(namespace: str, pod: str) -> PodAnswer:
     return PodAnswer(pod, answer.get("model_version"), str(detail))
 
 
-def wait_until_served(version: str, namespace: str, deployment: str, timeout_s: float) -> list[PodAnswer]:
-    """Poll until every ready pod serves ``version``; raise RolloutError naming the pods that do not."""
+def wait_until_served(version: str, namespace: str, deployment: str, selector: str,
+                      timeout_s: float) -> list[PodAnswer]:
+    """Poll until every ready pod of ``deployment`` (``selector``) serves ``version``; raise
+    RolloutError naming the pods that do not."""
     deadline = time.monotonic() + timeout_s
     while True:
-        answers = [ask_pod(namespace, pod) for pod in serving_pods(namespace, deployment)]
+        answers = [ask_pod(namespace, pod) for pod in serving_pods(namespace, selector)]
         if answers and all(a.model_version == version for a in answers):
             return answers
         if time.monotonic() >= deadline:
@@ -145,7 +150,7 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
                 namespace=namespace, timeout=timeout_s + 30)
     except KubectlError as exc:
         raise RolloutError(f"{deployment} did not roll out onto {version}: {exc}") from exc
-    return wait_until_served(version, namespace, deployment, timeout_s)
+    return wait_until_served(version, namespace, deployment, pod_selector(current), timeout_s)
 
 
 @click.command()
