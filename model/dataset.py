@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 
 from storage import is_gcs, open_storage
@@ -63,7 +64,8 @@ class Dataset:
         return self.storage.read(relative_path)
 
     def with_examples(self, examples: list[Example]) -> "Dataset":
-        return Dataset(self.uri, self.classes, examples, self.unknown_folders, self.storage)
+        """The same dataset (of the same class, with what it carries) holding only ``examples``."""
+        return dataclasses.replace(self, examples=examples)
 
 
 def split_of(relative_path: str, shares: dict[str, float]) -> str:

@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -79,16 +79,12 @@ class DecodedDataset(Dataset):
 
     decoded: Entry | None = field(default=None, repr=False)
 
-    def with_examples(self, examples: list[Example]) -> "DecodedDataset":
-        return DecodedDataset(self.uri, self.classes, examples, self.unknown_folders, self.storage, self.decoded)
-
 
 def attach(dataset: Dataset, entry: Entry | None) -> Dataset:
     """``dataset`` carrying ``entry``'s decoded images, or ``dataset`` itself without an entry."""
     if entry is None:
         return dataset
-    return DecodedDataset(dataset.uri, dataset.classes, dataset.examples, dataset.unknown_folders,
-                          dataset.storage, entry)
+    return DecodedDataset(**{f.name: getattr(dataset, f.name) for f in fields(Dataset)}, decoded=entry)
 
 
 def decoded_rows(dataset: Dataset, examples: list[Example], image_size: int) -> np.ndarray | None:
