@@ -169,8 +169,9 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     examples = usable.split("test")
     test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"],
                                 max_pixels=params["api"]["max_pixels"])
-    images = np.concatenate([x for x, _ in test_data.as_numpy_iterator()])
-    labels = np.concatenate([y for _, y in test_data.as_numpy_iterator()])
+    batches = list(test_data.as_numpy_iterator())
+    images = np.concatenate([x for x, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
     keras_probabilities = model.predict(images, verbose=0)
     opset = params["export"]["opset"]
     try:
