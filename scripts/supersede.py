@@ -1,18 +1,19 @@
 """Cancel the runs a newer push supersedes: ``python -m scripts.supersede``.
 
 Tekton has no built-in for this (tektoncd/pipeline#4898). Each pipeline's cancel-superseded task
-runs this command as soon as the run's trainer image is built (the command lives in that image):
-it lists the PipelineRuns of the same Pipeline and cancels those that
+runs this command first, before the clone, in the prebuilt cluster image (cluster/Dockerfile): it
+lists the PipelineRuns of the same Pipeline and cancels those that
 
 - have the same ``branch`` param,
 - are still running (their Succeeded condition is neither True nor False) and not already
   being cancelled or stopped,
-- were created strictly before this run (runs created in the same second are left alone: neither
-  can tell which came first).
+- come before this run in (creation time, name) order: Kubernetes stamps creation to the second,
+  so two runs of one second (a Pub/Sub message delivered twice) are ordered by name, and each
+  of them, deciding alone, agrees which one survives.
 
 A cancelled run gets ``spec.status: Cancelled``: its running tasks stop and its finally tasks do
 not run, so the product owner gets no failure email for a run that was merely replaced. A run
-never cancels a newer one, so of two overlapping runs the newer always survives.
+never cancels a later one, so of overlapping runs exactly the last survives.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def is_running(run: Mapping[str, Any]) -> bool:
     return True
 
 
-def created_at(run: Mapping[str, Any]) -> datetime:
-    return datetime.fromisoformat(run["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+def order(run: Mapping[str, Any]) -> tuple[datetime, str]:
+    """Where a run stands among its peers: creation time (whole seconds), then name."""
+    created = datetime.fromisoformat(run["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    return created, run["metadata"]["name"]
 
 
 def superseded(runs: list[Mapping[str, Any]], current: str, branch: str) -> list[str]:
@@ -68,7 +71,7 @@ def superseded(runs: list[Mapping[str, Any]], current: str, branch: str) -> list
         and run["metadata"].get("labels", {}).get(PIPELINE_LABEL) == pipeline
         and param(run, "branch") == branch
         and is_running(run)
-        and created_at(run) < created_at(me)
+        and order(run) < order(me)
     )
 
 

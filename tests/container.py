@@ -3,8 +3,8 @@
 The environment comes from the manifests only: the image's Dockerfile (ENV, WORKDIR, USER of its
 last stage), the ConfigMap the step's envFrom names, the Task's stepTemplate and the step's env.
 The step runs as its user in a private mount namespace, chrooted into a root of its own: the host's
-system folders (read-only for that user, as an image's are), the repository copied to /app owned
-by root, each mounted volume as a fresh writable folder, and the root itself read-only where the
+system folders (read-only for that user, as an image's are), /app made of the Dockerfile's COPY
+instructions and owned by root, each mounted volume as a fresh writable folder, and the root itself read-only where the
 step sets readOnlyRootFilesystem. The image's python is the test venv's, put at /usr/local/bin as
 python:3.11-slim has it. Needs root (unshare, mount, chroot), which the tests have.
 """
@@ -113,15 +113,43 @@ def resolve_step(task: dict, step: dict, image: Image, config: dict[str, str], p
                 [r["name"] for r in spec.get("results", [])])
 
 
-def copy_repository(target: Path) -> None:
-    """The files git tracks, as ``COPY . .`` puts them in the image: owned by root, not writable by others."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True,
-                           timeout=60).stdout.decode().split("\0")
-    for name in filter(None, files):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+def tracked_files() -> list[str]:
+    """The repository's files as a clean clone (the build context) has them."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True,
+                            timeout=60).stdout.decode().split("\0")
+    return [name for name in listed if name and (REPO_ROOT / name).is_file()]
+
+
+def copy_image_files(dockerfile: str, target: Path) -> None:
+    """Build the image's WORKDIR from the COPY instructions of its last stage (``--from`` ones
+    are another stage's binaries, not the repository's), then give it to root, not writable by
+    others, as the image has it."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    stage = re.split(r"^FROM\s", joined, flags=re.MULTILINE)[-1]
+    files, workdir = tracked_files(), "/"
+    for line in stage.splitlines():
+        words = line.split()
+        if words[:1] == ["WORKDIR"]:
+            workdir = words[1]
+        if words[:1] != ["COPY"] or any(word.startswith("--from") for word in words):
+            continue
+        *sources, dest = [word for word in words[1:] if not word.startswith("--")]
+        assert workdir == "/app", f"only COPY into WORKDIR /app is modelled, not {workdir}"
+        if dest.startswith("/"):
+            continue  # a build-time file outside the application (removed by a later RUN)
+        for source in sources:
+            source = source.rstrip("/")
+            chosen = files if source == "." else [f for f in files if f == source or f.startswith(source + "/")]
+            assert chosen, f"COPY {source}: no such file in the repository"
+            for name in chosen:
+                if source == ".":
+                    relative = name
+                elif name == source:
+                    relative = str(Path(dest) / Path(name).name) if dest.endswith("/") or len(sources) > 1 else dest
+                else:
+                    relative = str(Path(dest) / Path(name).relative_to(source))
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO_ROOT / name, target / relative)
     subprocess.run(["chown", "-R", "0:0", str(target)], check=True, timeout=60)
     subprocess.run(["chmod", "-R", "u+rwX,go+rX,go-w", str(target)], check=True, timeout=60)
 

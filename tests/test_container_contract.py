@@ -20,6 +20,7 @@ Each step must get past its first I/O, and stop soon after so that no step train
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ import yaml
 from conftest import new_bucket
 from container import (
     ERROR_TRACES,
-    copy_repository,
+    copy_image_files,
     read_dockerfile,
     resolve_step,
     run_step,
@@ -74,13 +75,18 @@ def rendered() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    """A folder outside pytest's private tmp (the step's user must reach the mounts' sources) and
-    the repository copied into it as the image's /app."""
+    """A folder outside pytest's private tmp, where each step's root is built."""
     work = Path(tempfile.mkdtemp(prefix="contract-"))
     work.chmod(0o755)
-    copy_repository(work / "app")
     yield work
     shutil.rmtree(work, ignore_errors=True)
+
+
+def dockerfile_of(docs: list[dict], image: str) -> str:
+    """The Dockerfile of a step's image: the trainer the run built, or the prebuilt cluster image."""
+    [config] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "xray-mlops-config"]
+    paths = {"$(params.trainer-image)": "model/Dockerfile", config["data"]["CLUSTER_IMAGE"]: "cluster/Dockerfile"}
+    return (REPO_ROOT / paths[image]).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +113,26 @@ def config_map(docs: list[dict], cloud: dict, dataset: str) -> dict[str, str]:
             "REGISTRY_URI": f"gs://{cloud['bucket']}/registry", "SMTP_HOST": ""}
 
 
-def run_task_step(docs, task_name, cloud, sandbox, dataset="ok", dockerfile=None):
-    task, step = make_steps(docs)[task_name]
-    image = read_dockerfile(dockerfile or (REPO_ROOT / "model" / "Dockerfile").read_text())
-    resolved = resolve_step(task, step, image, config_map(docs, cloud, dataset), PARAMS)
+def run_task_step(docs, task_name, cloud, sandbox, dataset="ok", dockerfile=None, params=None):
+    task, step = {**make_steps(docs), **cluster_steps(docs)}[task_name]
+    dockerfile = dockerfile or dockerfile_of(docs, step["image"])
+    resolved = resolve_step(task, step, read_dockerfile(dockerfile), config_map(docs, cloud, dataset), params or PARAMS)
+    app = sandbox / f"app-{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
+    if not app.exists():
+        copy_image_files(dockerfile, app)
     work = Path(tempfile.mkdtemp(prefix=f"{task_name}-", dir=sandbox))
-    return resolved, run_step(resolved, sandbox / "app", work, {"STORAGE_EMULATOR_HOST": cloud["emulator"]})
+    return resolved, run_step(resolved, app, work, {"STORAGE_EMULATOR_HOST": cloud["emulator"]})
+
+
+def cluster_steps(docs: list[dict]) -> dict[str, tuple[dict, dict]]:
+    """The steps that run in the prebuilt cluster image."""
+    return {doc["metadata"]["name"]: (doc, step) for doc in docs if doc["kind"] == "Task"
+            for step in doc["spec"]["steps"] if step["image"] == dockerfile_image(docs)}
+
+
+def dockerfile_image(docs: list[dict]) -> str:
+    [config] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "xray-mlops-config"]
+    return config["data"]["CLUSTER_IMAGE"]
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -187,3 +207,32 @@ def test_a_step_without_its_tmp_volume_cannot_write_under_a_read_only_root(rende
     _, run = run_task_step(docs, "validate-data", cloud, sandbox)
     assert run.returncode != 0
     assert "Read-only file system" in run.output, run.output[-3000:]
+
+
+def test_the_failure_email_goes_out_from_the_cluster_image_with_only_what_every_run_has(rendered, cloud, sandbox):
+    assert set(cluster_steps(rendered)) == {"notify-failure", "cancel-superseded"}
+    params = {"pipeline": "training", "pipeline-run": "training-x7k2p", "revision": "",
+              "task-statuses": "cancel-superseded=Succeeded clone=Failed build-trainer=None"}
+    _, run = run_task_step(rendered, "notify-failure", cloud, sandbox, params=params)
+    assert run.returncode == 0, run.output[-3000:]
+    [email] = files_under(run.volumes["/tmp"] / "outbox")
+    assert "Subject: [xray-mlops] training run training-x7k2p failed: clone" in email.read_text()
+
+
+def test_cancel_superseded_reaches_kubectl_from_the_cluster_image(rendered, cloud, sandbox):
+    """No API server here: the step gets as far as kubectl asking for one (its first I/O)."""
+    params = {"pipeline": "training", "pipeline-run": "training-x7k2p", "branch": "main"}
+    _, run = run_task_step(rendered, "cancel-superseded", cloud, sandbox, params=params)
+    assert run.returncode != 0
+    assert "Error: `kubectl get pipelineruns --selector tekton.dev/pipeline=training -o json` failed: " \
+           "The connection to the server localhost:8080 was refused" in run.output, run.output[-3000:]
+    assert not any(trace in run.output for trace in (*ERROR_TRACES, "Traceback")), run.output[-3000:]
+
+
+def test_a_cluster_image_missing_a_module_its_steps_import_fails_the_contract(rendered, cloud, sandbox):
+    dockerfile = (REPO_ROOT / "cluster" / "Dockerfile").read_text()
+    mutant = dockerfile.replace(" scripts/deploy_gke.py", "")
+    assert mutant != dockerfile
+    params = {"pipeline": "training", "pipeline-run": "training-x7k2p", "branch": "main"}
+    _, run = run_task_step(rendered, "cancel-superseded", cloud, sandbox, dockerfile=mutant, params=params)
+    assert "No module named 'scripts.deploy_gke'" in run.output, run.output[-3000:]

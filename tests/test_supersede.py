@@ -87,9 +87,12 @@ def test_runs_of_another_branch_or_another_pipeline_are_left_alone():
     assert superseded(runs, "training-new", "main") == []
 
 
-def test_runs_created_in_the_same_second_do_not_cancel_each_other():
-    runs = [run("training-a", "2026-11-27T14:00:00Z"), run("training-b", "2026-11-27T14:00:00Z")]
-    assert superseded(runs, "training-a", "main") == [] and superseded(runs, "training-b", "main") == []
+def test_of_runs_created_in_the_same_second_exactly_one_survives_whichever_decides_first():
+    runs = [run("training-b", "2026-11-27T14:00:00Z"), run("training-a", "2026-11-27T14:00:00Z"),
+            run("training-c", "2026-11-27T14:00:00Z")]
+    assert superseded(runs, "training-a", "main") == []
+    assert superseded(runs, "training-b", "main") == ["training-a"]
+    assert superseded(runs, "training-c", "main") == ["training-a", "training-b"]
 
 
 def test_the_current_run_must_be_listed():
