@@ -59,6 +59,10 @@ data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) t
 validate-data: setup ## check every image decodes, class counts, duplicates across splits; JSON report
 	$(PY) -m scripts.validate_data --report $(RUN_DIR)/data-validation.json
 
+.PHONY: status
+status: setup ## production version, the dataset's version, and the pipeline run that read it (exit 1: none, a lost trigger?)
+	$(PY) -m scripts.status
+
 .PHONY: train
 train: setup ## train from scratch, evaluate, export ONNX, apply the gate, register in testing
 	$(PY) -m model.train --version-file $(CANDIDATE_FILE) --outcome-file $(OUTCOME_FILE)

@@ -10,6 +10,8 @@ import click
 from model.config import ConfigError, describe, load_params
 from model.dataset import DatasetError, scan_dataset
 from model.validation import validate_dataset
+from registry.dataset_runs import record_consumed
+from registry.store import Registry, RegistryError
 from storage import StorageError
 
 
@@ -34,7 +36,9 @@ def summary_lines(report: dict) -> list[str]:
 @click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=".run/data-validation.json",
               show_default=True, help="Where to write the JSON report.")
-def main(dataset_uri, report_path):
+@click.option("--run", "run_name", envvar="PIPELINE_RUN", help="The pipeline run reading the dataset: files "
+              "in the registry that it read this dataset version (`make status` reads it). [env PIPELINE_RUN]")
+def main(dataset_uri, report_path, run_name):
     """Check that every image decodes, count images per class, find images shared by two splits.
 
     Unreadable files are listed and excluded; the step fails (exit 1) when a class has fewer
@@ -47,7 +51,11 @@ def main(dataset_uri, report_path):
         click.echo(describe(params, "validate-data", ("dataset_uri", "classes", "data")))
         dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"],
                                cache_dir=params["cache_dir"])
-    except (ConfigError, DatasetError, StorageError) as exc:
+        if run_name:
+            record_consumed(Registry(params["registry_uri"]), dataset.manifest_sha256(), run_name,
+                            params["dataset_uri"])
+            click.echo(f"dataset version {dataset.manifest_sha256()[:12]} read by {run_name} (recorded)")
+    except (ConfigError, DatasetError, StorageError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
     report, _ = validate_dataset(dataset, params)
     path = Path(report_path)

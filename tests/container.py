@@ -74,10 +74,11 @@ class Step:
 
 
 def resolve_step(task: dict, step: dict, image: Image, config: dict[str, str], params: dict[str, str],
-                 namespace: str = "xray-mlops") -> Step:
+                 namespace: str = "xray-mlops", labels: dict[str, str] | None = None) -> Step:
     """The step as the kubelet runs it: env in Kubernetes' order (envFrom, then env; the step's
     entries override the stepTemplate's), ``$(params.x)`` replaced by ``params``, ``$(results.x.path)``
-    by Tekton's /tekton/results/x. Optional secrets that are absent are left out, as Kubernetes does."""
+    by Tekton's /tekton/results/x, the pod's namespace and ``labels`` (Tekton's) where fieldRef asks.
+    Optional secrets that are absent are left out, as Kubernetes does."""
     spec = task["spec"]
     template = spec.get("stepTemplate", {})
 
@@ -100,6 +101,8 @@ def resolve_step(task: dict, step: dict, image: Image, config: dict[str, str], p
                 env[entry["name"]] = config[ref["configMapKeyRef"]["key"]]
             elif ref.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
                 env[entry["name"]] = namespace
+            elif label := re.fullmatch(r"metadata\.labels\['([^']+)'\]", ref.get("fieldRef", {}).get("fieldPath", "")):
+                env[entry["name"]] = (labels or {})[label.group(1)]
             elif ref.get("secretKeyRef", {}).get("optional"):
                 env.pop(entry["name"], None)
             else:

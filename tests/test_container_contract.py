@@ -10,7 +10,8 @@ outbox, like the cluster's SMTP server would take them).
 
 Each step must get past its first I/O, and stop soon after so that no step trains for real:
 
-- validate-data: mirrors the gs:// dataset under CACHE_DIR and writes its report to RUN_DIR.
+- validate-data: mirrors the gs:// dataset under CACHE_DIR, writes its report to RUN_DIR and files
+  in the registry that its run read this dataset version.
 - train: mirrors a dataset of 3 images per class, then stops at its own data check.
 - retrain: lists the empty registry, emails "no model to retrain" to the outbox, and the step
   script turns that outcome into its reported-failure result.
@@ -21,6 +22,7 @@ Each step must get past its first I/O, and stop soon after so that no step train
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -39,9 +41,11 @@ from container import (
     run_step,
 )
 from helpers import REPO_ROOT, TINY_DATASET, clean_env, run_module
+from registry.store import Registry
 
 MAKE_TARGET = re.compile(r"\bmake\s+([A-Za-z0-9][A-Za-z0-9_-]*)")
 MISSING_VERSION = "v0999-20260101T000000Z"
+RUN_NAME = "retraining-x7k2p"
 PARAMS = {"trainer-image": "europe-west4-docker.pkg.dev/p/xray-mlops/trainer:c@sha256:" + "1" * 64,
           "api-image": "europe-west4-docker.pkg.dev/p/xray-mlops/api:c@sha256:" + "2" * 64,
           "git-commit": "3" * 40, "model-version": MISSING_VERSION, "promoted-by": "po@example.com"}
@@ -116,7 +120,8 @@ def config_map(docs: list[dict], cloud: dict, dataset: str) -> dict[str, str]:
 def run_task_step(docs, task_name, cloud, sandbox, dataset="ok", dockerfile=None, params=None):
     task, step = {**make_steps(docs), **cluster_steps(docs)}[task_name]
     dockerfile = dockerfile or dockerfile_of(docs, step["image"])
-    resolved = resolve_step(task, step, read_dockerfile(dockerfile), config_map(docs, cloud, dataset), params or PARAMS)
+    resolved = resolve_step(task, step, read_dockerfile(dockerfile), config_map(docs, cloud, dataset), params or PARAMS,
+                            labels={"tekton.dev/pipelineRun": RUN_NAME})
     app = sandbox / f"app-{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
     if not app.exists():
         copy_image_files(dockerfile, app)
@@ -153,7 +158,10 @@ def test_validate_data_mirrors_the_dataset_and_writes_its_report(rendered, cloud
     assert run.returncode == 0, run.output[-3000:]
     cache = run.volumes[step.env["CACHE_DIR"]]
     assert len([p for p in files_under(cache) if p.suffix == ".png"]) == 120
-    assert (run.volumes["/tmp"] / "run" / "data-validation.json").exists()
+    report = json.loads((run.volumes["/tmp"] / "run" / "data-validation.json").read_text())
+    record = Registry(f"gs://{cloud['bucket']}/registry").index_get(
+        "dataset-runs", report["dataset"]["manifest_sha256"])
+    assert record["run"] == RUN_NAME  # what `make status` reads
 
 
 def test_train_mirrors_the_dataset_then_stops_at_its_data_check(rendered, cloud, sandbox):

@@ -417,7 +417,8 @@ def test_the_chains_component_adds_only_the_chains_configuration(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name, account", [("promote", "xray-promote"), ("training", "xray-pipeline")])
+@pytest.mark.parametrize("name, account", [("promote", "xray-promote"), ("training", "xray-pipeline"),
+                                           ("retraining", "xray-pipeline")])
 def test_the_runs_started_by_hand_name_their_pipeline_with_its_params(rendered, name, account):
     run = yaml.safe_load((TEKTON / "runs" / f"{name}.yaml").read_text())
     pipeline = of_kind(rendered, "Pipeline")[run["spec"]["pipelineRef"]["name"]]
