@@ -28,7 +28,7 @@ REFERENCE = re.compile(r"\$\(([^()]*)\)")
 # A dotted name: $(params.x), $(tasks.t.results.r). Shell command substitutions have spaces.
 VARIABLE = re.compile(r"[A-Za-z]\w*(\.[\w-]+)+")
 MAKE_TARGET = re.compile(r"\bmake\s+([A-Za-z0-9][A-Za-z0-9_-]*)")
-NETWORK_TASKS = {"git-clone", "kaniko-build", "validate-data", "notify", "notify-failure"}
+NETWORK_TASKS = {"git-clone", "buildah-build", "validate-data", "notify", "notify-failure"}
 GPU_TASKS = {"train", "retrain"}
 # Targets the lead is adding on main (retraining/model-test issue); remove this once they exist.
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
