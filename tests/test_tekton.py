@@ -243,7 +243,9 @@ def test_trigger_templates_create_runs_of_existing_pipelines_with_their_params(r
         required = {p["name"] for p in pipeline["params"] if "default" not in p}
         assert required <= given <= declared(pipeline["params"]), name
         assert declared(run["spec"]["workspaces"]) == declared(pipeline.get("workspaces"))
-        assert all("volumeClaimTemplate" in w for w in run["spec"]["workspaces"]), name
+        workspaces = {w["name"]: w for w in run["spec"]["workspaces"]}
+        assert "volumeClaimTemplate" in workspaces["source"], name
+        assert workspaces["git-credentials"]["secret"] == {"secretName": "xray-mlops-git", "optional": True}, name
         assert run["spec"]["timeouts"]["pipeline"], name
         names = {t["name"] for t in pipeline["tasks"]}
         assert {s["pipelineTaskName"] for s in run["spec"].get("taskRunSpecs", [])} <= names
