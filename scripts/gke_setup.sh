@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build, in a Google Cloud project, everything xray-mlops runs on GKE, then install it:
-# APIs, a GKE cluster with Workload Identity, an autoscaling GPU node pool that scales to zero,
-# the bucket (dataset and registry), the Artifact Registry repository, Google service accounts
-# bound to the cluster's service accounts, the dataset notification (GCS -> Pub/Sub -> push to
-# the EventListener), Tekton Pipelines and Triggers at pinned versions, the Secrets, and
-# `kubectl apply -k tekton/`.
+# APIs, a GKE cluster with Workload Identity and a node service account of its own, an
+# autoscaling GPU node pool that scales to zero, the bucket (dataset and registry), the Artifact
+# Registry repository, the prebuilt cluster image, Google service accounts bound to the cluster's
+# service accounts (training writes only testing/, promotion alone production/), the dataset
+# notification (GCS -> Pub/Sub -> push to the EventListener), Tekton Pipelines and Triggers at
+# pinned versions, the Secrets, and `kubectl apply -k tekton/`.
 #
 # Settings: tekton/config.env (CONFIG=FILE reads another). Idempotent: each step looks before it
 # creates, so the script can be run again after a failure or a change of settings.
@@ -13,7 +14,10 @@
 #   scripts/gke_setup.sh
 #   SMTP_PASSWORD=... scripts/gke_setup.sh      # also store the SMTP password in a Secret
 #   INSTALL_CHAINS=1 scripts/gke_setup.sh       # also install and configure Tekton Chains
-# Needs: gcloud (logged in, `gcloud auth login`), kubectl, base64.
+#   GIT_TOKEN=... scripts/gke_setup.sh          # a private repository: store its HTTPS token
+# Needs: gcloud (logged in, `gcloud auth login`), gke-gcloud-auth-plugin, kubectl 1.31 or later,
+# base64; a GPUS_ALL_REGIONS quota of 1 or more and a ZONE that offers GPU_ACCELERATOR (both
+# checked before anything is created).
 set -euo pipefail
 
 TEKTON_PIPELINES_VERSION=v1.15.0
@@ -25,6 +29,7 @@ TOPIC=xray-mlops-dataset
 SUBSCRIPTION=xray-mlops-dataset-push
 INGRESS_NAME=xray-mlops-triggers
 GPU_POOL=gpu
+MIN_KUBECTL_MINOR=31
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=${CONFIG:-$REPO_ROOT/tekton/config.env}
@@ -46,20 +51,62 @@ prefix_in_bucket() {
   esac
 }
 DATASET_PREFIX=$(prefix_in_bucket "$DATASET_URI")
-prefix_in_bucket "$REGISTRY_URI" >/dev/null
+REGISTRY_PREFIX=$(prefix_in_bucket "$REGISTRY_URI")
 # IMAGE_REPO is LOCATION-docker.pkg.dev/PROJECT/REPOSITORY.
 AR_HOST=${IMAGE_REPO%%/*}
 AR_LOCATION=${AR_HOST%-docker.pkg.dev}
 AR_REPOSITORY=${IMAGE_REPO##*/}
 
+log "Prerequisites"
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "$1 is not installed: $2" >&2
+    exit 1
+  fi
+}
+need gcloud "https://cloud.google.com/sdk/docs/install"
+need kubectl "gcloud components install kubectl (or a package of kubectl 1.$MIN_KUBECTL_MINOR or later)"
+need gke-gcloud-auth-plugin "gcloud components install gke-gcloud-auth-plugin (kubectl signs in to GKE with it)"
+kubectl_minor=$(kubectl version --client --output json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n 1)
+if (( ${kubectl_minor:-0} < MIN_KUBECTL_MINOR )); then
+  echo "kubectl 1.${kubectl_minor:-?} is too old for the cluster: install 1.$MIN_KUBECTL_MINOR or later" >&2
+  exit 1
+fi
+
 log "APIs"
 gcloud services enable container.googleapis.com compute.googleapis.com artifactregistry.googleapis.com \
-  storage.googleapis.com pubsub.googleapis.com iamcredentials.googleapis.com
+  storage.googleapis.com pubsub.googleapis.com iamcredentials.googleapis.com cloudbuild.googleapis.com
+
+log "GPU: $GPU_ACCELERATOR offered in $ZONE, and a GPUS_ALL_REGIONS quota"
+if [[ -z $(gcloud compute accelerator-types list --filter "zone:$ZONE AND name=$GPU_ACCELERATOR" --format 'value(name)') ]]; then
+  echo "$ZONE does not offer $GPU_ACCELERATOR; the zones that do:" >&2
+  echo "  gcloud compute accelerator-types list --filter name=$GPU_ACCELERATOR" >&2
+  exit 1
+fi
+gpu_quota=$(gcloud compute project-info describe --flatten quotas --filter quotas.metric=GPUS_ALL_REGIONS \
+  --format 'value(quotas.limit)')
+gpu_quota=${gpu_quota%%.*}
+if (( ${gpu_quota:-0} < 1 )); then
+  echo "the project's GPUS_ALL_REGIONS quota is ${gpu_quota:-0}: request 1 or more (Console: IAM & Admin > Quotas)" >&2
+  exit 1
+fi
+
+log "Node service account $NODE_GSA (nodes pull images with it, not with Workload Identity)"
+ensure_service_account() {
+  local email=$1
+  if ! exists gcloud iam service-accounts describe "$email"; then
+    gcloud iam service-accounts create "${email%%@*}" --display-name "xray-mlops ${email%%@*}"
+  fi
+}
+ensure_service_account "$NODE_GSA"
+gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$NODE_GSA" \
+  --role roles/container.defaultNodeServiceAccount --condition None >/dev/null
 
 log "GKE cluster $CLUSTER in $ZONE (Workload Identity)"
 if ! exists gcloud container clusters describe "$CLUSTER" --zone "$ZONE"; then
   gcloud container clusters create "$CLUSTER" --zone "$ZONE" \
     --release-channel regular --workload-pool "$PROJECT_ID.svc.id.goog" --enable-ip-alias \
+    --service-account "$NODE_GSA" \
     --machine-type e2-standard-8 --num-nodes 1 --enable-autoscaling --min-nodes 1 --max-nodes 4
 fi
 
@@ -68,7 +115,7 @@ if ! exists gcloud container node-pools describe "$GPU_POOL" --cluster "$CLUSTER
   gcloud container node-pools create "$GPU_POOL" --cluster "$CLUSTER" --zone "$ZONE" \
     --machine-type "$GPU_MACHINE_TYPE" \
     --accelerator "type=$GPU_ACCELERATOR,count=1,gpu-driver-version=default" \
-    --num-nodes 0 --enable-autoscaling --min-nodes 0 --max-nodes 2 \
+    --num-nodes 0 --enable-autoscaling --min-nodes 0 --max-nodes 2 --service-account "$NODE_GSA" \
     --workload-metadata GKE_METADATA
 fi
 gcloud container clusters get-credentials "$CLUSTER" --zone "$ZONE"
@@ -80,30 +127,61 @@ fi
 if ! exists gcloud artifacts repositories describe "$AR_REPOSITORY" --location "$AR_LOCATION"; then
   gcloud artifacts repositories create "$AR_REPOSITORY" --location "$AR_LOCATION" --repository-format docker
 fi
+gcloud artifacts repositories add-iam-policy-binding "$AR_REPOSITORY" --location "$AR_LOCATION" \
+  --member "serviceAccount:$NODE_GSA" --role roles/artifactregistry.reader >/dev/null
+
+log "Cluster image $CLUSTER_IMAGE (cancel-superseded, notify-failure), built once per tag"
+if ! exists gcloud artifacts docker images describe "$CLUSTER_IMAGE"; then
+  build_config=$(mktemp)
+  cat > "$build_config" <<EOF
+steps:
+  - name: gcr.io/cloud-builders/docker
+    env: [DOCKER_BUILDKIT=1]
+    args: [build, --file, cluster/Dockerfile, --tag, "$CLUSTER_IMAGE", .]
+images: ["$CLUSTER_IMAGE"]
+EOF
+  gcloud builds submit "$REPO_ROOT" --config "$build_config"
+  rm -f "$build_config"
+fi
 
 log "Google service accounts and Workload Identity (no keys)"
-ensure_service_account() {
-  local email=$1
-  if ! exists gcloud iam service-accounts describe "$email"; then
-    gcloud iam service-accounts create "${email%%@*}" --display-name "xray-mlops ${email%%@*}"
-  fi
-}
 # Lets the Kubernetes service account NAMESPACE/KSA act as the Google service account GSA.
 bind_workload_identity() {
   local gsa=$1 namespace=$2 ksa=$3
   gcloud iam service-accounts add-iam-policy-binding "$gsa" --role roles/iam.workloadIdentityUser \
     --member "serviceAccount:$PROJECT_ID.svc.id.goog[$namespace/$ksa]" >/dev/null
 }
+# Grants ROLE on the bucket's objects whose names satisfy the IAM Condition EXPRESSION (CEL).
+bind_bucket_condition() {
+  local member=$1 role=$2 title=$3 expression=$4 condition
+  condition=$(mktemp)
+  printf 'title: %s\nexpression: "%s"\n' "$title" "$expression" > "$condition"
+  gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member "$member" --role "$role" \
+    --condition-from-file "$condition" >/dev/null
+  rm -f "$condition"
+}
 ensure_service_account "$PIPELINE_GSA"
+ensure_service_account "$PROMOTE_GSA"
 ensure_service_account "$API_GSA"
-gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
-  --member "serviceAccount:$PIPELINE_GSA" --role roles/storage.objectAdmin >/dev/null
-gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
-  --member "serviceAccount:$API_GSA" --role roles/storage.objectViewer >/dev/null
+for gsa in "$PIPELINE_GSA" "$PROMOTE_GSA" "$API_GSA"; do
+  gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" \
+    --member "serviceAccount:$gsa" --role roles/storage.objectViewer >/dev/null
+done
+# The pipelines' identity runs pushed code (and image builds): it writes testing/ and the
+# registry's bookkeeping (version counter, index, leases), and beside a production version only
+# its test runs and evaluations; production/ itself and the pointer are the promotion identity's.
+# An earlier installation granted it objectAdmin on the whole bucket: that grant goes.
+gcloud storage buckets remove-iam-policy-binding "gs://$BUCKET" \
+  --member "serviceAccount:$PIPELINE_GSA" --role roles/storage.objectAdmin >/dev/null 2>&1 || true
+registry_objects="projects/_/buckets/$BUCKET/objects/$REGISTRY_PREFIX"
+bind_bucket_condition "serviceAccount:$PIPELINE_GSA" roles/storage.objectUser "xray-mlops pipeline writes testing" \
+  "resource.name.startsWith('$registry_objects/testing/') || resource.name.startsWith('$registry_objects/index/') || resource.name.startsWith('$registry_objects/locks/') || resource.name == '$registry_objects/counter.json' || resource.name.extract('$registry_objects/production/{version}/tests/') != '' || resource.name.extract('$registry_objects/production/{version}/evaluations/') != ''"
+bind_bucket_condition "serviceAccount:$PROMOTE_GSA" roles/storage.objectUser "xray-mlops promotion writes the registry" \
+  "resource.name.startsWith('$registry_objects/')"
 gcloud artifacts repositories add-iam-policy-binding "$AR_REPOSITORY" --location "$AR_LOCATION" \
   --member "serviceAccount:$PIPELINE_GSA" --role roles/artifactregistry.writer >/dev/null
 bind_workload_identity "$PIPELINE_GSA" "$NAMESPACE" xray-pipeline
-bind_workload_identity "$PIPELINE_GSA" "$NAMESPACE" xray-promote
+bind_workload_identity "$PROMOTE_GSA" "$NAMESPACE" xray-promote
 bind_workload_identity "$API_GSA" "$NAMESPACE" xray-api
 
 log "Tekton Pipelines $TEKTON_PIPELINES_VERSION and Triggers $TEKTON_TRIGGERS_VERSION"
@@ -125,6 +203,14 @@ read_token() {
 }
 ensure_token_secret xray-mlops-github-webhook
 ensure_token_secret xray-mlops-pubsub-push
+if [[ -n "${GIT_TOKEN:-}" ]]; then
+  git_host=${GIT_URL#https://}
+  git_host=${git_host%%/*}
+  printf 'https://x-access-token:%s@%s\n' "$GIT_TOKEN" "$git_host" \
+    | kubectl --namespace "$NAMESPACE" create secret generic xray-mlops-git --from-file .git-credentials=/dev/stdin \
+        --dry-run=client --output yaml \
+    | kubectl apply --filename -
+fi
 if [[ -n "${SMTP_PASSWORD:-}" ]]; then
   printf '%s' "$SMTP_PASSWORD" \
     | kubectl --namespace "$NAMESPACE" create secret generic xray-mlops-smtp --from-file password=/dev/stdin \
@@ -134,7 +220,7 @@ elif ! exists kubectl --namespace "$NAMESPACE" get secret xray-mlops-smtp; then
   echo "note: no SMTP password stored; run again with SMTP_PASSWORD=... if $SMTP_HOST needs one" >&2
 fi
 
-log "Public HTTPS entry of the EventListener: static address and managed certificate"
+log "Public HTTPS entry of the EventListener: static address, certificate, HTTP -> HTTPS, health check"
 if ! exists gcloud compute addresses describe "$INGRESS_NAME" --global; then
   gcloud compute addresses create "$INGRESS_NAME" --global
 fi
@@ -149,6 +235,29 @@ metadata:
 spec:
   domains:
     - $TRIGGERS_HOST
+---
+apiVersion: networking.gke.io/v1beta1
+kind: FrontendConfig
+metadata:
+  name: $INGRESS_NAME
+  namespace: $NAMESPACE
+spec:
+  redirectToHttps:
+    enabled: true
+---
+apiVersion: cloud.google.com/v1
+kind: BackendConfig
+metadata:
+  name: $INGRESS_NAME
+  namespace: $NAMESPACE
+spec:
+  healthCheck:
+    type: HTTP
+    requestPath: /live
+    port: 8080
+  # The Pub/Sub push URL carries its token: keep request URLs out of the load balancer's logs.
+  logging:
+    enable: false
 EOF
 
 log "Dataset notification: gs://$BUCKET/$DATASET_PREFIX/manifest.json -> Pub/Sub -> https://$TRIGGERS_HOST/"

@@ -8,6 +8,7 @@ checked on paper only: no Google Cloud project is reachable from the tests.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -139,3 +140,84 @@ def test_a_dataset_outside_the_bucket_is_refused_before_anything_is_created(tmp_
     assert result.returncode == 1
     assert "gs://another-bucket/datasets/covid19-radiography is not under gs://my-xray-project-xray-mlops/" in result.stderr
     assert json.loads(state_file.read_text())["calls"] == []
+
+
+def test_both_node_pools_pull_with_their_own_service_account(two_runs):
+    _, state, _, _ = two_runs
+    calls = {" ".join(c[:4]): c for c in state["calls"]}
+    for pool in ("gcloud container clusters create", "gcloud container node-pools create"):
+        assert calls[pool][calls[pool].index("--service-account") + 1] == "xray-nodes@my-xray-project.iam.gserviceaccount.com"
+    roles = {(c[c.index("--member") + 1], c[c.index("--role") + 1]) for c in state["calls"] if "--role" in c}
+    node = "serviceAccount:xray-nodes@my-xray-project.iam.gserviceaccount.com"
+    assert {(node, "roles/container.defaultNodeServiceAccount"), (node, "roles/artifactregistry.reader")} <= roles
+
+
+def registry_writes(state, member: str):
+    """Whether ``member``'s conditional objectUser grant lets it write each registry object."""
+    import celpy
+
+    [call] = [c for c in state["calls"] if "--condition-from-file" in c and c[c.index("--member") + 1] == member]
+    assert call[call.index("--role") + 1] == "roles/storage.objectUser"
+    expression = yaml.safe_load(call[-1])["expression"]
+
+    def extract(name, template):  # IAM Conditions' extract(): the text between the template's ends
+        before, _, rest = str(template).partition("{")
+        after = rest.partition("}")[2]
+        found = re.search(re.escape(before) + "(.*?)" + re.escape(after), str(name))
+        return celpy.celtypes.StringType(found.group(1) if found else "")
+
+    env = celpy.Environment()
+    program = env.program(env.compile(expression), functions={"extract": extract})
+    objects = "projects/_/buckets/my-xray-project-xray-mlops/objects/registry/"
+    return lambda path: bool(program.evaluate({"resource": celpy.json_to_cel({"name": objects + path})}))
+
+
+def test_pushed_code_writes_testing_and_only_promotion_moves_production(two_runs):
+    _, state, _, _ = two_runs
+    pipeline = registry_writes(state, "serviceAccount:xray-pipeline@my-xray-project.iam.gserviceaccount.com")
+    promote = registry_writes(state, "serviceAccount:xray-promote@my-xray-project.iam.gserviceaccount.com")
+    for path in ("testing/v0007-x/model.onnx", "testing/v0007-x/metadata.json", "counter.json", "index/retrain/k.json",
+                 "locks/promote.json", "production/v0006-x/tests/t.json", "production/v0006-x/evaluations/e.json"):
+        assert pipeline(path) and promote(path), path
+    for path in ("production/current.json", "production/v0007-x/model.onnx", "production/v0007-x/metadata.json",
+                 "audit/a.json"):
+        assert not pipeline(path) and promote(path), path
+    grants = [(c[c.index("--member") + 1], c[c.index("--role") + 1]) for c in state["calls"]
+              if c[1:4] == ["storage", "buckets", "add-iam-policy-binding"]]
+    assert not [g for g in grants if g[1] == "roles/storage.objectAdmin"]
+    bindings = [c for c in state["calls"] if c[1:4] == ["iam", "service-accounts", "add-iam-policy-binding"]]
+    assert [c[4] for c in bindings if c[-1].endswith("[xray-mlops/xray-promote]")] == [
+        "xray-promote@my-xray-project.iam.gserviceaccount.com"]
+
+
+def test_the_cluster_image_is_built_before_the_tasks_that_run_it_are_applied(two_runs):
+    _, state, _, _ = two_runs
+    build = next(i for i, c in enumerate(state["calls"]) if c[1:3] == ["builds", "submit"])
+    assert state["calls"][build][3] == str(REPO_ROOT)
+    assert build < len(state["calls"]) - 1 and state["calls"][-1][2] == "--kustomize"
+
+
+def test_the_ingress_redirects_http_and_checks_the_listener_live_endpoint(two_runs):
+    _, state, _, _ = two_runs
+    applied = next(c[-1] for c in state["calls"] if c[:4] == ["kubectl", "apply", "--filename", "-"]
+                   and "ManagedCertificate" in c[-1])
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(applied)}
+    assert docs["FrontendConfig"]["spec"] == {"redirectToHttps": {"enabled": True}}
+    assert docs["BackendConfig"]["spec"]["healthCheck"] == {"type": "HTTP", "requestPath": "/live", "port": 8080}
+    assert {d["metadata"]["name"] for d in docs.values()} == {"xray-mlops-triggers"}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"FAKE_ACCELERATORS": "nvidia-l4"}, "europe-west4-a does not offer nvidia-tesla-t4"),
+    ({"FAKE_GPU_QUOTA": "0.0"}, "GPUS_ALL_REGIONS quota is 0: request 1 or more"),
+    ({"FAKE_KUBECTL_MINOR": "27"}, "kubectl 1.27 is too old for the cluster"),
+    ({"NO_AUTH_PLUGIN": "1"}, "gke-gcloud-auth-plugin is not installed"),
+])
+def test_a_missing_prerequisite_stops_the_script_before_anything_is_created(tmp_path, setting, message):
+    state_file, env = install(tmp_path, clean_env(), None, auth_plugin="NO_AUTH_PLUGIN" not in setting)
+    if "NO_AUTH_PLUGIN" in setting and shutil.which("gke-gcloud-auth-plugin"):
+        pytest.skip("this machine has gke-gcloud-auth-plugin on PATH")
+    result = run_setup(env, **setting)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert creations(json.loads(state_file.read_text())["calls"]) == []
