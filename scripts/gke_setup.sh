@@ -198,11 +198,7 @@ ensure_token_secret() {
     random_token | kubectl --namespace "$NAMESPACE" create secret generic "$name" --from-file token=/dev/stdin
   fi
 }
-read_token() {
-  kubectl --namespace "$NAMESPACE" get secret "$1" --output 'jsonpath={.data.token}' | base64 --decode
-}
 ensure_token_secret xray-mlops-github-webhook
-ensure_token_secret xray-mlops-pubsub-push
 if [[ -n "${GIT_TOKEN:-}" ]]; then
   git_host=${GIT_URL#https://}
   git_host=${git_host%%/*}
@@ -272,12 +268,19 @@ if ! gcloud storage buckets notifications list "gs://$BUCKET" --format 'value(to
     --event-types OBJECT_FINALIZE --object-prefix "$DATASET_PREFIX/manifest.json" \
     --custom-attributes "datasetManifest=$DATASET_PREFIX/manifest.json" --payload-format json
 fi
-PUSH_ENDPOINT="https://$TRIGGERS_HOST/?token=$(read_token xray-mlops-pubsub-push)"
+# Each push is signed with an OIDC token of PUBSUB_PUSH_GSA in its Authorization header, which
+# the listener's pubsub-oidc interceptor verifies: no secret in the URL. Pub/Sub's service agent
+# mints the tokens.
+ensure_service_account "$PUBSUB_PUSH_GSA"
+PROJECT_NUMBER=$(gcloud projects describe "$PROJECT_ID" --format 'value(projectNumber)')
+gcloud iam service-accounts add-iam-policy-binding "$PUBSUB_PUSH_GSA" --role roles/iam.serviceAccountTokenCreator \
+  --member "serviceAccount:service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com" >/dev/null
+push=(--push-endpoint "https://$TRIGGERS_HOST/" --push-auth-service-account "$PUBSUB_PUSH_GSA"
+      --push-auth-token-audience "$PUBSUB_AUDIENCE")
 if exists gcloud pubsub subscriptions describe "$SUBSCRIPTION"; then
-  gcloud pubsub subscriptions update "$SUBSCRIPTION" --push-endpoint "$PUSH_ENDPOINT" >/dev/null
+  gcloud pubsub subscriptions update "$SUBSCRIPTION" "${push[@]}" >/dev/null
 else
-  gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic "$TOPIC" \
-    --push-endpoint "$PUSH_ENDPOINT" --ack-deadline 60 >/dev/null
+  gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic "$TOPIC" "${push[@]}" --ack-deadline 60 >/dev/null
 fi
 
 if [[ "${INSTALL_CHAINS:-0}" == 1 ]]; then

@@ -15,6 +15,9 @@ What is simulated, and how:
   ``parseURL`` and ``compareSecret`` are provided; ``compareSecret`` compares against the secret
   values given, and with none given treats every secret as matching. As in Triggers, JSON numbers
   are doubles, and an expression that fails to evaluate (a missing key) stops the trigger.
+- ``pubsub-oidc`` interceptor (scripts/pubsub_auth.py on the cluster): the request must carry an
+  ``Authorization: Bearer`` token, as Pub/Sub push sends it; the token is taken as valid (its
+  signature, audience and account are checked by that server, tested in tests/test_pubsub_auth.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from model.config import REPO_ROOT
 
 LISTENER_FILE = REPO_ROOT / "tekton" / "triggers" / "xray-mlops.yaml"
 NONE = "none"
+PUBSUB_INTERCEPTOR = "pubsub-oidc"
 
 
 class RouteError(ValueError):
@@ -69,6 +73,11 @@ def canonical_header(name: str) -> str:
 def github_push_request(body: Mapping[str, Any], event: str = "push", url: str = "/") -> Request:
     """A request as GitHub delivers a webhook event of type ``event``."""
     return Request(body=body, headers={canonical_header("X-GitHub-Event"): [event]}, url=url)
+
+
+def pubsub_push_request(body: Mapping[str, Any], token: str | None = "signed-token") -> Request:
+    """A request as a Pub/Sub push subscription delivers a message: with its OIDC token, unless None."""
+    return Request(body=body, headers={"Authorization": [f"Bearer {token}"]} if token else {})
 
 
 def load_yaml_documents(folder: Path) -> list[dict]:
@@ -157,6 +166,11 @@ def evaluate_trigger(trigger: Mapping[str, Any], pipelines: Mapping[str, str], r
             if not events & set(params.get("eventTypes", [])):
                 outcome.stopped_by, outcome.reason = label, f"event {sorted(events)} is not one of {params.get('eventTypes')}"
                 return outcome
+        elif kind == PUBSUB_INTERCEPTOR and (interceptor.get("ref") or {}).get("kind") == "NamespacedInterceptor":
+            values = [v for key, values in request.headers.items() if key.lower() == "authorization" for v in values]
+            if not any(v.startswith("Bearer ") for v in values):
+                outcome.stopped_by, outcome.reason = label, "no bearer token in the Authorization header"
+                return outcome
         elif kind == "cel":
             try:
                 if "filter" in params and cel.evaluate(params["filter"], request, extensions) is not True:
@@ -199,15 +213,18 @@ def route(request: Request, listener_file: Path = LISTENER_FILE,
 @click.option("--event", default="push", show_default=True,
               help="The X-GitHub-Event header the payload came with.")
 @click.option("--url", "request_url", default="/", show_default=True,
-              help="The URL the listener received the request on (Pub/Sub push carries its token there).")
+              help="The URL the listener received the request on.")
+@click.option("--pubsub", is_flag=True,
+              help="The payload is a Pub/Sub push: it comes with the subscription's OIDC token (taken as valid).")
 @click.option("--listener", "listener_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=LISTENER_FILE, show_default="tekton/triggers/xray-mlops.yaml", help="The EventListener's YAML file.")
 @click.option("--explain", is_flag=True, help="Also print, on stderr, why each trigger fired or not.")
-def main(event, request_url, listener_file, explain):
+def main(event, request_url, pubsub, listener_file, explain):
     """Print the pipeline an event (JSON payload on stdin) starts on GKE, or `none`.
 
     Runs the EventListener's own interceptors (GitHub event type, CEL filters and overlays read
-    from the YAML) on the payload; signatures and secrets are taken as valid.
+    from the YAML, the Pub/Sub token's presence) on the payload; signatures, tokens and secrets
+    are taken as valid.
 
     Example: python -m scripts.route < tests/fixtures/github/push-model.json
     """
@@ -218,6 +235,9 @@ def main(event, request_url, listener_file, explain):
     if not isinstance(body, dict):
         raise click.ClickException("the payload on stdin must be a JSON object")
     request = github_push_request(body, event=event, url=request_url)
+    if pubsub:
+        request = pubsub_push_request(body)
+        request.url = request_url
     try:
         outcomes = evaluate_listener(request, listener_file)
         pipeline = started_pipeline(outcomes)

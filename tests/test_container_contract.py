@@ -35,12 +35,13 @@ import yaml
 from conftest import new_bucket
 from container import (
     ERROR_TRACES,
+    Step,
     copy_image_files,
     read_dockerfile,
     resolve_step,
     run_step,
 )
-from helpers import REPO_ROOT, TINY_DATASET, clean_env, run_module
+from helpers import REPO_ROOT, TINY_DATASET, clean_env, free_port, run_module
 from registry.store import Registry
 
 MAKE_TARGET = re.compile(r"\bmake\s+([A-Za-z0-9][A-Za-z0-9_-]*)")
@@ -244,3 +245,28 @@ def test_a_cluster_image_missing_a_module_its_steps_import_fails_the_contract(re
     params = {"pipeline": "training", "pipeline-run": "training-x7k2p", "branch": "main"}
     _, run = run_task_step(rendered, "cancel-superseded", cloud, sandbox, dockerfile=mutant, params=params)
     assert "No module named 'scripts.deploy_gke'" in run.output, run.output[-3000:]
+
+
+def test_the_pubsub_interceptor_serves_from_the_cluster_image_as_its_deployment_runs_it(rendered, cloud, sandbox):
+    """Its command, its env from the ConfigMap, its user, a read-only root: it answers /live."""
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "xray-mlops-pubsub-auth"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    dockerfile = dockerfile_of(rendered, container["image"])
+    image = read_dockerfile(dockerfile)
+    config = config_map(rendered, cloud, "ok")
+    env = {**image.env, **{e["name"]: config[e["valueFrom"]["configMapKeyRef"]["key"]] for e in container["env"]}}
+    port = free_port()
+    command = " ".join(container["command"]) + f" --host 127.0.0.1 --port {port}"
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/live', timeout=1)"
+    script = (f"#!/bin/sh\n{command} & server=$!\n"
+              f"for _ in $(seq 50); do python -c \"{probe}\" 2>/dev/null && echo LIVE && break; sleep 0.2; done\n"
+              "kill $server\n")
+    step = Step("pubsub-auth", "pubsub-auth", script, env, image.workdir, pod["securityContext"]["runAsUser"],
+                container["securityContext"]["readOnlyRootFilesystem"], [])
+    app = sandbox / f"app-{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
+    if not app.exists():
+        copy_image_files(dockerfile, app)
+    run = run_step(step, app, Path(tempfile.mkdtemp(prefix="pubsub-auth-", dir=sandbox)), {})
+    assert "LIVE" in run.output, run.output[-3000:]
+    assert f"checking Pub/Sub pushes of {config['PUBSUB_PUSH_GSA']} for audience {config['PUBSUB_AUDIENCE']}" in run.output

@@ -23,11 +23,11 @@ from scripts.route import (
     evaluate_listener,
     github_push_request,
     main,
+    pubsub_push_request,
     route,
 )
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
-PUBSUB_URL = "/?token=s3cret"
 
 
 def payload(name: str) -> dict:
@@ -83,7 +83,7 @@ def test_explain_names_the_interceptor_that_stopped_each_trigger():
     code, out, err = cli("--explain", stdin=(FIXTURES / "github" / "push-tag.json").read_text())
     assert code == 0 and out == "none\n"
     assert "push-training -> training: stopped by route-push: filter is false" in err
-    assert "dataset-retraining -> retraining: stopped by pubsub-token" in err
+    assert "dataset-retraining -> retraining: stopped by pubsub-oidc: no bearer token" in err
 
 
 def test_branch_deletion_is_stopped_by_the_branch_filter_not_by_a_missing_head_commit():
@@ -100,28 +100,29 @@ def test_only_push_events_reach_the_routing():
 
 
 def test_a_finalised_dataset_manifest_starts_retraining():
-    code, out, err = cli("--url", PUBSUB_URL, stdin=(FIXTURES / "pubsub" / "manifest-finalized.json").read_text())
+    code, out, err = cli("--pubsub", stdin=(FIXTURES / "pubsub" / "manifest-finalized.json").read_text())
     assert code == 0, err
     assert out == "retraining\n"
 
 
 @pytest.mark.parametrize("fixture", ["image-finalized.json", "manifest-deleted.json"])
 def test_other_dataset_notifications_start_nothing(fixture):
-    code, out, _ = cli("--url", PUBSUB_URL, stdin=(FIXTURES / "pubsub" / fixture).read_text())
+    code, out, _ = cli("--pubsub", stdin=(FIXTURES / "pubsub" / fixture).read_text())
     assert (code, out) == (0, "none\n")
 
 
 def test_a_dataset_notification_without_the_push_token_starts_nothing():
     code, out, _ = cli(stdin=(FIXTURES / "pubsub" / "manifest-finalized.json").read_text())
     assert (code, out) == (0, "none\n")
+    assert route(pubsub_push_request(payload("pubsub/manifest-finalized.json"), token=None)) == "none"
 
 
-def test_the_push_token_is_compared_with_the_secret_when_one_is_given():
-    request = github_push_request(payload("pubsub/manifest-finalized.json"), url=PUBSUB_URL)
-    right = {("xray-mlops-pubsub-push", "token"): "s3cret"}
-    wrong = {("xray-mlops-pubsub-push", "token"): "other"}
-    assert route(request, secrets=right) == "retraining"
-    assert route(request, secrets=wrong) == "none"
+def test_the_push_token_travels_in_a_header_and_no_secret_is_in_the_url():
+    assert route(pubsub_push_request(payload("pubsub/manifest-finalized.json"))) == "retraining"
+    [listener] = [d for d in yaml.safe_load_all(LISTENER_FILE.read_text()) if d and d["kind"] == "EventListener"]
+    [dataset] = [t for t in listener["spec"]["triggers"] if t["name"] == "dataset-retraining"]
+    assert dataset["interceptors"][0]["ref"] == {"name": "pubsub-oidc", "kind": "NamespacedInterceptor"}
+    assert "requestURL" not in yaml.safe_dump(dataset) and "compareSecret" not in yaml.safe_dump(dataset)
 
 
 def test_a_listener_whose_triggers_overlap_is_an_error(tmp_path):

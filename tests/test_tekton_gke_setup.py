@@ -64,7 +64,7 @@ def test_an_empty_project_gets_every_resource_once(two_runs):
                      "gcloud compute addresses create", "gcloud pubsub topics create",
                      "gcloud pubsub subscriptions create"):
         assert made.count(expected) == 1, expected
-    assert made.count("kubectl --namespace xray-mlops create") == 2  # the webhook and Pub/Sub tokens
+    assert made.count("kubectl --namespace xray-mlops create") == 1  # the webhook's token
 
 
 def test_the_gpu_pool_scales_from_zero_and_the_cluster_has_workload_identity(two_runs):
@@ -88,17 +88,23 @@ def test_tekton_is_installed_at_pinned_versions_before_the_kustomization(two_run
     assert last[:4] == ["kubectl", "apply", "--kustomize", str(REPO_ROOT / "tekton")]
 
 
-def test_the_dataset_notification_names_the_manifest_and_the_push_carries_the_token(two_runs):
+def test_the_dataset_notification_names_the_manifest_and_the_push_is_signed_not_tokened(two_runs):
     _, state, _, _ = two_runs
     notification = next(c for c in state["calls"] if c[1:5] == ["storage", "buckets", "notifications", "create"])
     assert notification[notification.index("--object-prefix") + 1] == "datasets/covid19-radiography/manifest.json"
     assert notification[notification.index("--custom-attributes") + 1] == (
         "datasetManifest=datasets/covid19-radiography/manifest.json")
     assert notification[notification.index("--event-types") + 1] == "OBJECT_FINALIZE"
-    token = state["resources"]["kubectl secret/xray-mlops-pubsub-push"]
     subscription = next(c for c in state["calls"] if c[1:4] == ["pubsub", "subscriptions", "create"])
-    assert subscription[subscription.index("--push-endpoint") + 1] == f"https://34-120-7-8.sslip.io/?token={token}"
-    assert len(token) >= 32
+    assert subscription[subscription.index("--push-endpoint") + 1] == "https://34-120-7-8.sslip.io/"
+    assert subscription[subscription.index("--push-auth-service-account") + 1] == (
+        "xray-pubsub-push@my-xray-project.iam.gserviceaccount.com")
+    assert subscription[subscription.index("--push-auth-token-audience") + 1] == "xray-mlops-dataset"
+    minting = next(c for c in state["calls"] if c[1:4] == ["iam", "service-accounts", "add-iam-policy-binding"]
+                   and c[4] == "xray-pubsub-push@my-xray-project.iam.gserviceaccount.com")
+    assert minting[minting.index("--member") + 1] == (
+        "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com")
+    assert "kubectl secret/xray-mlops-pubsub-push" not in state["resources"]
 
 
 def test_a_second_run_creates_nothing_and_keeps_the_tokens(two_runs):
@@ -106,7 +112,7 @@ def test_a_second_run_creates_nothing_and_keeps_the_tokens(two_runs):
     assert second.returncode == 0, second.stderr
     assert creations(calls) == []
     update = next(c for c in calls if c[1:4] == ["pubsub", "subscriptions", "update"])
-    assert update[update.index("--push-endpoint") + 1].endswith(state["resources"]["kubectl secret/xray-mlops-pubsub-push"])
+    assert update[update.index("--push-auth-service-account") + 1] == "xray-pubsub-push@my-xray-project.iam.gserviceaccount.com"
 
 
 def test_chains_installs_its_release_key_and_the_component(tmp_path):
