@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from model.config import ConfigError, load_params
+from core.config import ConfigError, load_params
 from registry.dataset_runs import dataset_status
 from registry.store import Registry, RegistryError
 from storage import StorageError, open_storage

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import new_bucket
 from container import (
     ERROR_TRACES,
@@ -42,6 +41,7 @@ from container import (
     run_step,
 )
 from helpers import REPO_ROOT, TINY_DATASET, clean_env, free_port, run_module
+
 from registry.store import Registry
 
 MAKE_TARGET = re.compile(r"\bmake\s+([A-Za-z0-9][A-Za-z0-9_-]*)")
@@ -240,11 +240,11 @@ def test_cancel_superseded_reaches_kubectl_from_the_cluster_image(rendered, clou
 
 def test_a_cluster_image_missing_a_module_its_steps_import_fails_the_contract(rendered, cloud, sandbox):
     dockerfile = (REPO_ROOT / "cluster" / "Dockerfile").read_text()
-    mutant = dockerfile.replace(" scripts/deploy_gke.py", "")
+    mutant = dockerfile.replace(" cluster/deploy_gke.py", "")
     assert mutant != dockerfile
     params = {"pipeline": "training", "pipeline-run": "training-x7k2p", "branch": "main"}
     _, run = run_task_step(rendered, "cancel-superseded", cloud, sandbox, dockerfile=mutant, params=params)
-    assert "No module named 'scripts.deploy_gke'" in run.output, run.output[-3000:]
+    assert "No module named 'cluster.deploy_gke'" in run.output, run.output[-3000:]
 
 
 def test_the_pubsub_interceptor_serves_from_the_cluster_image_as_its_deployment_runs_it(rendered, cloud, sandbox):

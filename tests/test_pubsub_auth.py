@@ -1,4 +1,4 @@
-"""The Pub/Sub push interceptor (scripts/pubsub_auth.py), served for real, with real signed tokens.
+"""The Pub/Sub push interceptor (cluster/pubsub_auth.py), served for real, with real signed tokens.
 
 Google's signing keys are replaced by a key made here, whose certificate a loopback server
 publishes the way https://www.googleapis.com/oauth2/v1/certs does; everything else (signature,
@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
-
 from helpers import REPO_ROOT, clean_env, free_port
 
 AUDIENCE = "xray-mlops-dataset"
@@ -32,7 +31,7 @@ PUSH_ACCOUNT = "xray-pubsub-push@my-xray-project.iam.gserviceaccount.com"
 def key_and_certificate():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
                    .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))

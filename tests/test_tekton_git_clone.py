@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO_ROOT
 
 TASK = yaml.safe_load((REPO_ROOT / "tekton" / "tasks" / "git-clone.yaml").read_text())

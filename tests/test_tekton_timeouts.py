@@ -18,7 +18,6 @@ from functools import cache
 
 import pytest
 import yaml
-
 from helpers import REPO_ROOT
 
 TEKTON = REPO_ROOT / "tekton"

@@ -11,10 +11,10 @@
 # creates, so the script can be run again after a failure or a change of settings.
 #
 # Usage:
-#   scripts/gke_setup.sh
-#   SMTP_PASSWORD=... scripts/gke_setup.sh      # also store the SMTP password in a Secret
-#   INSTALL_CHAINS=1 scripts/gke_setup.sh       # also install and configure Tekton Chains
-#   GIT_TOKEN=... scripts/gke_setup.sh          # a private repository: store its HTTPS token
+#   cluster/gke_setup.sh
+#   SMTP_PASSWORD=... cluster/gke_setup.sh      # also store the SMTP password in a Secret
+#   INSTALL_CHAINS=1 cluster/gke_setup.sh       # also install and configure Tekton Chains
+#   GIT_TOKEN=... cluster/gke_setup.sh          # a private repository: store its HTTPS token
 # Needs: gcloud (logged in, `gcloud auth login`), gke-gcloud-auth-plugin, kubectl 1.31 or later,
 # base64; a GPUS_ALL_REGIONS quota of 1 or more and a ZONE that offers GPU_ACCELERATOR (both
 # checked before anything is created).
