@@ -56,7 +56,7 @@ data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) t
 	$(PY) -m scripts.data_push $(if $(SRC),--src $(SRC))
 
 .PHONY: validate-data
-validate-data: setup ## check every image decodes, class counts, duplicates across splits; JSON report
+validate-data: setup ## check every image decodes, class counts, near-duplicate groups (split together), label conflicts; JSON report and contact sheet
 	$(PY) -m scripts.validate_data --report $(RUN_DIR)/data-validation.json
 
 .PHONY: train
