@@ -78,11 +78,12 @@ def near_pairs(prints: np.ndarray, max_distance: int) -> tuple[np.ndarray, int]:
         keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
         _, bucket = np.unique(keys, return_inverse=True)
         order = np.argsort(bucket, kind="stable")
-        edges = np.flatnonzero(np.diff(bucket[order])) + 1
-        for members in np.split(order, edges):
-            if len(members) > 1:
-                first, second = np.triu_indices(len(members), 1)
-                candidates.append(members[first] * n + members[second])
+        starts = np.flatnonzero(np.r_[True, np.diff(bucket[order]) != 0])
+        lengths = np.diff(np.r_[starts, n])
+        for start_at, length in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
+            members = order[start_at:start_at + length]
+            first, second = np.triu_indices(length, 1)
+            candidates.append(members[first] * n + members[second])
     if not candidates:
         return np.zeros((0, 2), dtype=np.int64), 0
     flat = np.unique(np.concatenate(candidates))

@@ -21,6 +21,7 @@ import click
 from model.config import ConfigError, describe, load_params
 
 SECTIONS = {
+    "grouping": "scripts.bench_grouping",
     "registry": "scripts.bench_registry",
     "serving": "scripts.bench_serving",
     "training": "scripts.bench_training",
