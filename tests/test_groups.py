@@ -318,3 +318,11 @@ def test_the_report_names_the_groups_of_a_version():
 
 def test_fingerprints_of_an_empty_list_are_an_empty_array():
     assert as_array([]).shape == (0, BITS // 8)
+
+
+def test_a_damaged_split_record_fails_validation_instead_of_moving_images_silently(dataset_root, tmp_path):
+    (dataset_root / SPLIT_RECORD_FILE).write_text('{"format": 1, "splits": {"COVID/images/COVID-1.png": "tr')
+    report, _ = validate(dataset_root, params_for(tmp_path))
+    assert report["passed"] is False
+    assert len(report["problems"]) == 1 and SPLIT_RECORD_FILE in report["problems"][0]
+    assert "delete it to derive every split from the paths again" in report["problems"][0]
