@@ -326,3 +326,15 @@ def test_a_damaged_split_record_fails_validation_instead_of_moving_images_silent
     assert report["passed"] is False
     assert len(report["problems"]) == 1 and SPLIT_RECORD_FILE in report["problems"][0]
     assert "delete it to derive every split from the paths again" in report["problems"][0]
+
+
+def test_the_quick_grouping_bench_prints_its_row(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_module("scripts.bench", "--section", "grouping", "--quick", "--json", str(out),
+                        env=clean_env(REGISTRY_URI=str(tmp_path / "registry")), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Grouping: near-duplicates of 2,000 images" in result.stdout
+    (row,) = json.loads(out.read_text())["grouping"]["rows"]
+    assert row["images"] == 2000 and row["groups"] > 0 and row["grouping s"] > 0
+    assert 0 < row["pairs compared"] < 2000 * 1999 // 2 / 100
+    assert row["training run s"] is None and row["grouping % of training"] is None
