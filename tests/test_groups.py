@@ -338,3 +338,14 @@ def test_the_quick_grouping_bench_prints_its_row(tmp_path):
     assert row["images"] == 2000 and row["groups"] > 0 and row["grouping s"] > 0
     assert 0 < row["pairs compared"] < 2000 * 1999 // 2 / 100
     assert row["training run s"] is None and row["grouping % of training"] is None
+
+
+def test_a_black_frame_is_cropped_back_to_the_original_even_when_the_originals_edges_are_dark():
+    from model.fingerprint import crop_dark_border
+
+    pixels = np.full((100, 100), 120, dtype=np.uint8)
+    pixels[[0, -1], :50], pixels[[0, -1], 50:] = 2, 10  # edge rows of median 6: picture, not border
+    original = Image.fromarray(pixels, "L")
+    assert crop_dark_border(original).size == (100, 100)
+    assert crop_dark_border(bordered(original)).size == (100, 100)
+    assert np.array_equal(np.asarray(crop_dark_border(bordered(original))), pixels)
