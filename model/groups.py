@@ -20,6 +20,7 @@ the group's earliest split (train, then validation, then test) are left out, so 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -145,6 +146,12 @@ def plan_splits(examples: list[Example], prints: np.ndarray, max_distance: int, 
     grouped = [[planned[i] for i in group] for group in groups]
     conflicts = [group for group in grouped if len({e.label for e in group}) > 1]
     return SplitPlan(planned, grouped, straddling, excluded, conflicts, compared)
+
+
+def splits_sha256(examples: list[Example]) -> str:
+    """A digest of the split assignment of ``examples`` (sorted ``path<TAB>split`` lines)."""
+    lines = "".join(f"{e.path}\t{e.split}\n" for e in sorted(examples, key=lambda e: e.path))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def read_split_record(storage) -> tuple[dict[str, str], str | None]:

@@ -243,6 +243,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         "dataset": {
             "uri": usable.uri,
             "manifest_sha256": report["dataset"]["manifest_sha256"],
+            "splits_sha256": report["dataset"].get("splits_sha256"),
             "class_counts": report["class_counts"],
             "split_counts": {s: sum(c.values()) for s, c in report["split_counts"].items()},
             "excluded_files": len(report["excluded"]),

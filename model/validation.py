@@ -30,6 +30,7 @@ from model.groups import (
     plan_splits,
     read_split_record,
     record_splits,
+    splits_sha256,
 )
 from model.preprocess import ImageError, image_bytes_to_array, open_image, to_array
 from storage import StorageError, open_storage
@@ -185,7 +186,8 @@ def validate_dataset(dataset: Dataset, params: dict, progress: bool = True) -> t
         except StorageError as exc:  # a read-only dataset: the splits hold, growth is not pinned
             record["error"] = str(exc)
     report = {
-        "dataset": {"uri": dataset.uri, "manifest_sha256": usable.manifest_sha256(), "files": total},
+        "dataset": {"uri": dataset.uri, "manifest_sha256": usable.manifest_sha256(), "files": total,
+                    "splits_sha256": splits_sha256(usable.examples)},
         "passed": not problems,
         "problems": problems,
         "class_counts": counts,

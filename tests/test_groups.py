@@ -158,8 +158,9 @@ def test_a_new_copy_joins_its_recorded_originals_split_even_when_its_path_sorts_
     assert splits_of(usable)[original] == splits_of(usable)[copy] == "test"
 
     (dataset_root / SPLIT_RECORD_FILE).unlink()
-    _, unrecorded = validate(dataset_root, params)
+    derived, unrecorded = validate(dataset_root, params)
     assert splits_of(unrecorded)[original] == "train"
+    assert derived["dataset"]["splits_sha256"] != report["dataset"]["splits_sha256"]
 
 
 def test_growth_keeps_every_old_images_split(tmp_path):

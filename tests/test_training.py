@@ -75,6 +75,7 @@ def test_the_versions_report_counts_the_near_duplicate_groups_and_shows_them(can
     _, metadata, files = candidate
     assert metadata["dataset"]["groups"]["groups"] == 1 and metadata["dataset"]["groups"]["images_in_groups"] == 2
     assert metadata["reports"][-1] == GROUPS_IMAGE
+    assert len(metadata["dataset"]["splits_sha256"]) == 64  # which split it was evaluated on
     assert Image.open(io.BytesIO(files[GROUPS_IMAGE])).format == "PNG"
 
 
