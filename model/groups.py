@@ -197,7 +197,7 @@ def record_splits(storage, manifest_sha256: str, splits: dict[str, str]) -> dict
 
 
 def contact_sheet(groups: list[list[Example]], thumbnail: Callable[[Example, int], np.ndarray],
-                  max_groups: int = 6, per_group: int = 6, side: int = 96) -> bytes:
+                  max_groups: int = 6, per_group: int = 6, side: int = 72) -> bytes:
     """A PNG with one row per group (the largest first): up to ``per_group`` thumbnails, each
     captioned with its class and split; ``thumbnail(example, side)`` gives its uint8 pixels."""
     caption, gap = 14, 4

@@ -108,8 +108,8 @@ def run(params: dict, quick: bool) -> dict:
         "title": f"Grouping: near-duplicates of {images:,} images (synthesized fingerprints)",
         "rows": [row],
         "notes": [
-            f"fingerprints: {per_image * 1000:.2f} ms per decoded image ({renders} synthetic radiographs), paid "
-            "once per dataset version inside validation's decode (then kept in the decoded cache)",
+            (f"fingerprints: {per_image * 1000:.2f} ms per decoded image ({renders} synthetic radiographs), paid "
+             "once per dataset version inside validation's decode (then kept in the decoded cache)"),
             f"pairs compared by the index: {plan.compared:,} of {images * (images - 1) // 2:,} possible",
             source,
         ],
