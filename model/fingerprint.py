@@ -1,7 +1,7 @@
 """Perceptual fingerprints of images, to find the same radiograph saved differently.
 
 A fingerprint is imagehash's DCT hash (pHash) with 256 bits, taken from the 8-bit gray picture the
-decoder produced (model/preprocess.py) after dark borders are cropped. The same picture re-encoded
+decoder produced (core/preprocess.py) after dark borders are cropped. The same picture re-encoded
 (PNG, JPEG quality 90), resized down and up, 3% brighter or 5% more contrasted, or framed by a black
 border lands within a few bits; unrelated synthetic radiographs of the sample dataset lie 12 bits
 or more apart (measured on its 1,200 images), while the 64-bit pHash put some of them at 0 bits:
@@ -23,7 +23,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from model.preprocess import to_gray8
+from core.preprocess import to_gray8
 
 HASH_SIZE = 16  # imagehash's hash_size: HASH_SIZE**2 bits
 BITS = HASH_SIZE * HASH_SIZE

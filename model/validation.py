@@ -2,7 +2,7 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
-Images are read by the API's rules (model/preprocess.py): PNG and JPEG only, and the pixel budget
+Images are read by the API's rules (core/preprocess.py): PNG and JPEG only, and the pixel budget
 ``api.max_pixels``, so a model is never trained on an image the API would refuse.
 Near-duplicates (the same radiograph re-encoded, resized, re-windowed or bordered) are grouped and
 each group is split as one (model/groups.py): the usable dataset carries those splits, which
@@ -19,6 +19,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from core.preprocess import ImageError, image_bytes_to_array, open_image, to_array
 from model.dataset import SPLITS, Dataset, Example
 from model.decoded_cache import DecodedCache, attach, decoded_rows, to_stored
 from model.fingerprint import as_array, fingerprint
@@ -32,7 +33,6 @@ from model.groups import (
     record_splits,
     splits_sha256,
 )
-from model.preprocess import ImageError, image_bytes_to_array, open_image, to_array
 from storage import StorageError, open_storage
 
 CONFLICTS_IN_MESSAGE = 10  # a failure names this many conflicting groups; the report lists them all

@@ -12,15 +12,15 @@ import pytest
 from helpers import clean_env, config_variables, run_module
 from PIL import Image, ImageEnhance
 
+from core.config import load_params
 from model import validation
-from model.config import load_params
 from model.dataset import scan_dataset, split_of
 from model.decoded_cache import DecodedCache
 from model.fingerprint import BITS, as_array, distances
 from model.groups import BIT_ORDER_SEED, SPLIT_RECORD_FILE, near_pairs
 from model.synthetic import image_seed, render
 from model.validation import validate_dataset
-from scripts.report import render_text
+from notify.report import render_text
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 SIZE = 299  # the sample dataset's (and Kaggle's) size: borders and resizing as they are there
@@ -331,7 +331,7 @@ def test_a_damaged_split_record_fails_validation_instead_of_moving_images_silent
 
 def test_the_quick_grouping_bench_prints_its_row(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_module("scripts.bench", "--section", "grouping", "--quick", "--json", str(out),
+    result = run_module("bench", "--section", "grouping", "--quick", "--json", str(out),
                         env=clean_env(REGISTRY_URI=str(tmp_path / "registry")), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Grouping: near-duplicates of 2,000 images" in result.stdout

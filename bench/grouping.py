@@ -20,6 +20,13 @@ import time
 
 import numpy as np
 
+from model.dataset import Example
+from model.fingerprint import as_array, fingerprint
+from model.groups import plan_splits
+from model.synthetic import image_seed, render
+from registry.store import Registry
+from storage import StorageError
+
 REAL_DATASET_IMAGES = 21_165
 SAMPLE_RENDERS = 120
 COPY_SHARE = 0.05
@@ -29,9 +36,6 @@ QUICK = {"images": 2_000, "renders": 8}
 
 def synthesize(renders: int, images: int, size: int, seed: int = 0) -> tuple[np.ndarray, float]:
     """``(fingerprints (images, B) uint8, seconds to fingerprint one decoded image)``."""
-    from model.fingerprint import as_array, fingerprint
-    from model.synthetic import image_seed, render
-
     classes = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
     pictures = [render(classes[i % 4], image_seed(seed, classes[i % 4], i), size) for i in range(renders)]
     fingerprint(pictures[0])  # imports and first-call set-up are not per image
@@ -50,9 +54,6 @@ def synthesize(renders: int, images: int, size: int, seed: int = 0) -> tuple[np.
 
 def training_seconds(params: dict, images: int) -> tuple[float | None, str]:
     """One training run on ``images`` images, scaled from the registry's newest version; and whence."""
-    from registry.store import Registry
-    from storage import StorageError
-
     try:
         registry = Registry(params["registry_uri"])
         versions = registry.versions("testing") + registry.versions("production")
@@ -74,9 +75,6 @@ def training_seconds(params: dict, images: int) -> tuple[float | None, str]:
 
 
 def run(params: dict, quick: bool) -> dict:
-    from model.dataset import Example
-    from model.groups import plan_splits
-
     images = QUICK["images"] if quick else REAL_DATASET_IMAGES
     renders = QUICK["renders"] if quick else SAMPLE_RENDERS
     distance = params["data"]["duplicate_distance"]
