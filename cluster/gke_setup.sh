@@ -168,14 +168,15 @@ for gsa in "$PIPELINE_GSA" "$PROMOTE_GSA" "$API_GSA"; do
     --member "serviceAccount:$gsa" --role roles/storage.objectViewer >/dev/null
 done
 # The pipelines' identity runs pushed code (and image builds): it writes testing/ and the
-# registry's bookkeeping (version counter, index, leases), and beside a production version only
+# registry's bookkeeping (version counter, index, leases), the dataset's recorded split
+# assignment (splits.json, model/groups.py), and beside a production version only
 # its test runs and evaluations; production/ itself and the pointer are the promotion identity's.
 # An earlier installation granted it objectAdmin on the whole bucket: that grant goes.
 gcloud storage buckets remove-iam-policy-binding "gs://$BUCKET" \
   --member "serviceAccount:$PIPELINE_GSA" --role roles/storage.objectAdmin >/dev/null 2>&1 || true
 registry_objects="projects/_/buckets/$BUCKET/objects/$REGISTRY_PREFIX"
 bind_bucket_condition "serviceAccount:$PIPELINE_GSA" roles/storage.objectUser "xray-mlops pipeline writes testing" \
-  "resource.name.startsWith('$registry_objects/testing/') || resource.name.startsWith('$registry_objects/index/') || resource.name.startsWith('$registry_objects/locks/') || resource.name == '$registry_objects/counter.json' || resource.name.extract('$registry_objects/production/{version}/tests/') != '' || resource.name.extract('$registry_objects/production/{version}/evaluations/') != ''"
+  "resource.name.startsWith('$registry_objects/testing/') || resource.name.startsWith('$registry_objects/index/') || resource.name.startsWith('$registry_objects/locks/') || resource.name == '$registry_objects/counter.json' || resource.name.extract('$registry_objects/production/{version}/tests/') != '' || resource.name.extract('$registry_objects/production/{version}/evaluations/') != '' || resource.name == 'projects/_/buckets/$BUCKET/objects/$DATASET_PREFIX/splits.json'"
 bind_bucket_condition "serviceAccount:$PROMOTE_GSA" roles/storage.objectUser "xray-mlops promotion writes the registry" \
   "resource.name.startsWith('$registry_objects/')"
 gcloud artifacts repositories add-iam-policy-binding "$AR_REPOSITORY" --location "$AR_LOCATION" \

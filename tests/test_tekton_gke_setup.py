@@ -173,7 +173,7 @@ def registry_writes(state, member: str):
 
     env = celpy.Environment()
     program = env.program(env.compile(expression), functions={"extract": extract})
-    objects = "projects/_/buckets/my-xray-project-xray-mlops/objects/registry/"
+    objects = "projects/_/buckets/my-xray-project-xray-mlops/objects/"
     return lambda path: bool(program.evaluate({"resource": celpy.json_to_cel({"name": objects + path})}))
 
 
@@ -183,10 +183,14 @@ def test_pushed_code_writes_testing_and_only_promotion_moves_production(two_runs
     promote = registry_writes(state, "serviceAccount:xray-promote@my-xray-project.iam.gserviceaccount.com")
     for path in ("testing/v0007-x/model.onnx", "testing/v0007-x/metadata.json", "counter.json", "index/retrain/k.json",
                  "locks/promote.json", "production/v0006-x/tests/t.json", "production/v0006-x/evaluations/e.json"):
-        assert pipeline(path) and promote(path), path
+        assert pipeline(f"registry/{path}") and promote(f"registry/{path}"), path
     for path in ("production/current.json", "production/v0007-x/model.onnx", "production/v0007-x/metadata.json",
                  "audit/a.json"):
-        assert not pipeline(path) and promote(path), path
+        assert not pipeline(f"registry/{path}") and promote(f"registry/{path}"), path
+    # The dataset: validation records its split assignment; the images and the manifest are a person's.
+    dataset = "datasets/covid19-radiography"
+    assert pipeline(f"{dataset}/splits.json")
+    assert not pipeline(f"{dataset}/manifest.json") and not pipeline(f"{dataset}/COVID/images/COVID-1.png")
     grants = [(c[c.index("--member") + 1], c[c.index("--role") + 1]) for c in state["calls"]
               if c[1:4] == ["storage", "buckets", "add-iam-policy-binding"]]
     assert not [g for g in grants if g[1] == "roles/storage.objectAdmin"]
