@@ -183,7 +183,7 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     metrics = classification_metrics(labels, probabilities, usable.classes)
     predictions = [
         {"path": e.path, "sha256": e.sha256, "label": e.label, "predicted": usable.classes[int(p.argmax())],
-         "top_probability": round(float(p.max()), 6)}
+         "top_probability": round(float(p.max()), 6), "probabilities": [float(value) for value in p]}
         for e, p in zip(examples, probabilities)
     ]
     return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images

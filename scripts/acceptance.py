@@ -9,6 +9,7 @@ import click
 import pytest
 
 from model.config import REPO_ROOT, ConfigError, describe, load_params
+from registry.policy import run_passed, run_problems
 from registry.store import Registry, RegistryError, utc_now
 from scripts.outcome import record_outcome
 from storage import StorageError
@@ -113,8 +114,9 @@ def serve_and_run(params: dict, version: str, stage: str, run_dir: Path) -> tupl
 def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
     """Serve VERSION with the real API on a free port, run unittests/ against it, record the result.
 
-    Exits 1 when any acceptance test fails, naming the failed tests; the run is recorded on the
-    version either way.
+    Exits 1 unless the run passes (registry/policy.py: no test failed or skipped, and the
+    agreement with training was measured and recorded), naming what failed; the run is recorded on
+    the version either way.
 
     Example: python -m scripts.acceptance --version v0001-20261127T143000Z
     """
@@ -130,14 +132,16 @@ def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
         run = run_acceptance(params, version, run_dir, api_url)
     except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
         raise click.ClickException(str(exc)) from exc
-    verdict = "passed" if run["failed"] == 0 and run["passed"] else "failed"
+    verdict = "passed" if run_passed(run) else "failed"
     record_outcome(outcome_file, f"tests-{verdict}", "the report follows")
-    agreement = run.get("api_agreement")
-    summary = f"{run['passed']} passed, {run['failed']} failed" + (
-        f"; the API agrees with training on {agreement:.2%} of the test images" if agreement is not None else "")
+    agreement, diff = run.get("api_agreement"), run.get("api_max_probability_diff")
+    summary = f"{run['passed']} passed, {run['failed']} failed, {run['skipped']} skipped" + (
+        f"; the API agrees with training on {agreement:.2%} of {run.get('api_images')} test images (labels), "
+        f"probabilities within {diff:.2g}" if agreement is not None and diff is not None else "")
     if verdict == "failed":
-        raise click.ClickException(f"acceptance tests of {version} failed: {summary}; failed: "
-                                   f"{', '.join(run['failures']) or 'none ran'} (recorded on the version)")
+        raise click.ClickException(f"acceptance tests of {version} failed: {summary}; "
+                                   f"{'; '.join(run_problems(run))}; failed: "
+                                   f"{', '.join(run['failures']) or 'none'} (recorded on the version)")
     click.echo(f"acceptance tests of {version} passed: {summary} (recorded on the version)")
 
 
