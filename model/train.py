@@ -94,6 +94,22 @@ def compile_for_training(model, rate, placement) -> None:
         )
 
 
+def configure_and_seed(params: dict):
+    """Apply ``speed:`` (threads, GPUs) and seed every generator, before any model is built or loaded.
+
+    TensorFlow takes thread settings only before its runtime starts, and Keras layers draw their
+    seeds (dropout's) when they are built or loaded: both must come first for a run to repeat.
+    Returns the :class:`~model.devices.Placement` decided.
+    """
+    import keras
+
+    from model.devices import configure
+
+    placement = configure(params["speed"])
+    keras.utils.set_random_seed(params["train"]["seed"])
+    return placement
+
+
 def fit(model, usable, params: dict) -> tuple[object, dict]:
     """Fit ``model`` on the train split under ``train.lr_schedule`` (model/schedule.py).
 
@@ -102,6 +118,7 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     model trained in mixed precision or under a strategy is returned as its float32 copy, the model
     that is exported and saved.
     """
+    import dataclasses
     import math
 
     import tensorflow as tf
@@ -111,8 +128,11 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     from model.tfdata import make_tf_dataset
 
     data, train = params["data"], params["train"]
-    placement = configure(params["speed"])
     strategy = model.distribute_strategy
+    # What the model that trains really uses: a loaded model keeps the dtype it was saved with and
+    # the strategy it was loaded under, whatever the settings decide now.
+    placement = dataclasses.replace(configure(params["speed"]), mixed_precision=is_mixed(model),
+                                    mirrored=isinstance(strategy, tf.distribute.MirroredStrategy))
     replicas = int(strategy.num_replicas_in_sync)
     size, batch = data["image_size"], train["batch_size"] * replicas
     train_examples = usable.split("train")
@@ -209,22 +229,22 @@ def production_now(registry: Registry | None, usable, decoded: dict, evaluated: 
 def build_candidate(params: dict, kind: str = "train", start_from=None, parent: dict | None = None,
                     registry: Registry | None = None, data=None, extra: dict | None = None,
                     parent_evaluation: dict | None = None):
-    """Train (or fine-tune ``start_from``), evaluate, export and gate; register nothing.
+    """Train (or fine-tune the model ``start_from()`` loads), evaluate, export and gate; register nothing.
 
-    ``parent`` is the metadata of the version fine-tuned (retraining); ``registry`` is where the
+    ``start_from`` loads the model to fine-tune (retraining), called once the machine is configured
+    and seeded; ``parent`` is the metadata of the version fine-tuned; ``registry`` is where the
     production model to compare with lives; ``data`` the (usable dataset, validation report) when
     the caller already loaded them; ``extra`` more metadata (retraining's key);
     ``parent_evaluation`` the parent evaluated on this data (see :func:`production_now`). Returns
     ``(metadata, files)``: the version's metadata without its name, and its files.
     """
-    import keras
-
     from model.evaluate import plot_confusion_matrix, plot_training_curves
     from model.network import build_network
 
     usable, report = data or load_training_data(params)
-    keras.utils.set_random_seed(params["train"]["seed"])
-    model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
+    configure_and_seed(params)
+    model = start_from() if start_from else build_network(params["data"]["image_size"], len(params["classes"]),
+                                                          speed=params["speed"])
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
     production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,

@@ -190,3 +190,22 @@ def test_a_step_that_crashes_is_emailed_with_the_step_the_error_and_the_log(trai
     assert "step validate-data" in body and "fewer than the minimum 1000" in body
     log = ws["root"] / "run" / "logs" / "retraining-validate-data.log"
     assert str(log) in body and "fewer than the minimum 1000" in log.read_text()
+
+
+def test_retraining_twice_with_the_same_inputs_gives_the_same_model(trained_copy):
+    ws = trained_copy
+    settings = {"RETRAIN_SKIP_IF_BASE_PASSES": "false", "GATE_MAX_REGRESSION": "1"}
+    versions = []
+    for _ in range(2):
+        result = make(ws, "retrain", "FORCE=1", **settings)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        versions.append(candidate(ws))
+    registry = registry_of(ws)
+    first, second = (registry.metadata(version) for version in versions)
+    assert first["metrics"]["accuracy"] == second["metrics"]["accuracy"]
+    assert first["metrics"]["confusion"] == second["metrics"]["confusion"]
+    # The same weights: every test image gets the same probabilities, to float32's last digit.
+    answers = [json.loads(registry.read_file(version, "test_predictions.json")) for version in versions]
+    assert [a["probabilities"] for a in answers[0]] == [a["probabilities"] for a in answers[1]]
+    # What is recorded is what trained: the loaded base is float32, whatever the settings decide.
+    assert "float32" in first["training"]["device"]
