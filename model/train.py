@@ -22,7 +22,7 @@ import numpy as np
 from model.config import ConfigError, describe, load_params, masked
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
-from model.preprocess import DEFAULT_MAX_PIXELS
+from model.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from model.validation import validate_dataset
 from storage import StorageError
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
@@ -136,11 +136,10 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     replicas = int(strategy.num_replicas_in_sync)
     size, batch = data["image_size"], train["batch_size"] * replicas
     train_examples = usable.split("train")
-    budget = params["api"]["max_pixels"]
-    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"],
-                                 max_pixels=budget)
+    rules = {"max_pixels": params["api"]["max_pixels"], "min_side": params["api"]["min_side"]}
+    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"], **rules)
     validation_examples = usable.split("validation")
-    validation_data = (make_tf_dataset(usable, validation_examples, size, batch, max_pixels=budget)
+    validation_data = (make_tf_dataset(usable, validation_examples, size, batch, **rules)
                        if validation_examples else None)
     monitor = "val_loss" if validation_data is not None else "loss"
     rate, callbacks = learning_rate(train, math.ceil(len(train_examples) / batch), monitor)
@@ -188,7 +187,7 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     size = params["data"]["image_size"]
     examples = usable.split("test")
     test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"],
-                                max_pixels=params["api"]["max_pixels"])
+                                max_pixels=params["api"]["max_pixels"], min_side=params["api"]["min_side"])
     batches = list(test_data.as_numpy_iterator())
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([y for _, y in batches])
@@ -210,7 +209,7 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
 
 
 def production_now(registry: Registry | None, usable, decoded: dict, evaluated: dict | None = None,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> dict | None:
+                   max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> dict | None:
     """The production model evaluated now on the same test images (champion/challenger), or None.
 
     ``evaluated`` is an evaluation of a registered model this run already made on ``usable`` (a
@@ -223,7 +222,7 @@ def production_now(registry: Registry | None, usable, decoded: dict, evaluated: 
         return None
     if evaluated and (evaluated.get("version"), evaluated.get("stage")) == (pointer["version"], "production"):
         return evaluated
-    return evaluate_registered(registry, pointer["version"], "production", usable, decoded, max_pixels)
+    return evaluate_registered(registry, pointer["version"], "production", usable, decoded, max_pixels, min_side)
 
 
 def build_candidate(params: dict, kind: str = "train", start_from=None, parent: dict | None = None,
@@ -248,7 +247,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
     production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,
-                                params["api"]["max_pixels"])
+                                params["api"]["max_pixels"], params["api"]["min_side"])
     gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)
     metadata = {
         "kind": kind,

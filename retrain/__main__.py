@@ -99,7 +99,7 @@ def fine_tune_or_keep(params, registry, base, usable, report, key, version_file,
 
     settings, dataset = params["retrain"], report["dataset"]["manifest_sha256"]
     evaluation = evaluate_registered(registry, base.version, base.stage, usable,
-                                     max_pixels=params["api"]["max_pixels"])
+                                     max_pixels=params["api"]["max_pixels"], min_side=params["api"]["min_side"])
     accuracy = evaluation["metrics"]["accuracy"]
     click.echo(f"{base.version} ({base.stage}) on the current test split: accuracy {accuracy:.4f} on "
                f"{evaluation['test_images']} images (retrain.min_accuracy {settings['min_accuracy']})")
