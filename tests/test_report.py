@@ -72,7 +72,8 @@ def test_text_report_holds_every_section_and_the_promote_command():
         "COVID 300, Lung_Opacity 301, Normal 302, Viral Pneumonia 303",
         "train 840, validation 180, test 180",  # split order, not metadata.json's sorted keys
         "0.953 on 180 test images", "onnx_parity", "3e-07", "0.0001", "9f8e7d6c5b4a",
-        "9 passed, 0 failed, at 2026-11-27T14:40:00Z", "tensorflow", "2.21.0",
+        "9 passed, 0 failed, at 2026-11-27T14:40:00Z", "probabilities within 1e-07 of training's on 24 images",
+        "tensorflow", "2.21.0",
         f"make promote VERSION={VERSION}",
     ):
         assert expected in text
