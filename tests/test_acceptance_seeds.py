@@ -9,8 +9,8 @@ more seeds on its data) keep it cheap; the gate is opened for them, so every one
 from __future__ import annotations
 
 import pytest
-
 from helpers import run_module
+
 from registry.policy import run_passed, run_problems
 from registry.store import Registry
 

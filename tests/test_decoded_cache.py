@@ -180,7 +180,7 @@ def test_a_decoding_library_upgrade_decodes_again(dataset_root, tmp_path, decode
     assert decodes == []  # the entry is used while nothing changed
     installed_elsewhere(tmp_path / "upgraded", distribution, "99.0")
     monkeypatch.syspath_prepend(str(tmp_path / "upgraded"))
-    report, usable = validate(dataset_root, params)
+    report, _ = validate(dataset_root, params)
     assert len(decodes) == 120, "pixels decoded by the old library were read"
     assert report["passed"] and len(entries(tmp_path / "cache")) == 2
 
