@@ -8,15 +8,16 @@ writes what it decoded to ``<cache_dir>/decoded/<key>/``:
   found (the pixels' digest, mode and size and the file's row in ``images.npy``, or why it is
   unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
-  scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
+  scaling to [0, 1] (``core.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
 label), the image size, the size rules (``api.max_pixels``, ``api.min_side``), this format's
 version, and :func:`decoder_inputs`: the source of every function the stored pixels depend on
-(model/preprocess.py, the decoder; :func:`to_stored`) and the versions of the libraries that
+(core/preprocess.py, the decoder; :func:`to_stored`) and the versions of the libraries that
 decode (Pillow and the libjpeg and zlib it runs, numpy). Any change to one of them is another key,
-so a stale entry is never read: after a Pillow upgrade training decodes again, as the API does. A dataset scanned without hashes has no version: it is neither read from nor
-written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
+so a stale entry is never read: after a Pillow upgrade training decodes again, as the API does.
+A dataset scanned without hashes has no version: it is neither read from nor written to the
+cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
 reader never sees half of one; the ``speed.decoded_cache_keep`` most recently used entries stay.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import features
 
-from model import preprocess
+from core import preprocess
 from model.dataset import Dataset, Example
 
 FORMAT_VERSION = 1
@@ -126,7 +127,7 @@ class DecodedCache:
         self.min_images = min_images
 
     @classmethod
-    def from_params(cls, params: dict) -> "DecodedCache | None":
+    def from_params(cls, params: dict) -> DecodedCache | None:
         """The cache that params.yaml asks for; None when ``speed.decoded_cache`` is off (or absent,
         as in params recorded before it existed)."""
         speed = params.get("speed") or {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pipelines.acceptance import ResultCollector, run_record, suite_sha256
 from registry.policy import run_passed, run_problems
-from scripts.acceptance import ResultCollector, run_record, suite_sha256
 
 
 def test_properties_recorded_by_tests_cannot_overwrite_the_verdict():

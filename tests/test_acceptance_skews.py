@@ -3,7 +3,7 @@
 A model trained for seconds by `make pipeline` (the session's ``trained`` fixture) is served by the
 real app under real waitress, in this process, and `make unittest API_URL=...`'s own code
 (scripts/acceptance.py, then the verdict of registry/policy.py) runs the suite against it. Each
-skew replaces the API's image-to-input function (model/preprocess.py ``to_array``, which
+skew replaces the API's image-to-input function (core/preprocess.py ``to_array``, which
 ``image_bytes_to_array`` calls) for one run; training's recorded answers stay as they were.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import preprocess
-from model.config import load_params
+from core import preprocess
+from core.config import load_params
 from registry.policy import run_passed, run_problems
 from registry.store import Registry
 
@@ -71,7 +71,7 @@ def served(trained, tmp_path_factory):
 
 
 def acceptance_run(served) -> dict:
-    from scripts.acceptance import run_acceptance
+    from pipelines.acceptance import run_acceptance
 
     run = run_acceptance(served["params"], served["version"], served["run_dir"], api_url=served["url"])
     assert Registry(served["params"]["registry_uri"]).metadata(served["version"])["tests"][-1] == run

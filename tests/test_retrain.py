@@ -12,8 +12,8 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-
 from helpers import run_make, run_module
+
 from registry.store import Registry
 
 
