@@ -5,19 +5,19 @@ evaluation and the acceptance tests need the same images decoded again. Validati
 writes what it decoded to ``<cache_dir>/decoded/<key>/``:
 
 - ``index.json``: the key, the format, the image size, and per file its sha256 and what validation
-  found (the pixels' digest, mode and size and the file's row in ``images.npy``, or why it is
-  unreadable);
+  found (the pixels' digest, mode and size, its fingerprint (model/fingerprint.py) and the file's
+  row in ``images.npy``, or why it is unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
   scaling to [0, 1] (``core.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
 label), the image size, the size rules (``api.max_pixels``, ``api.min_side``), this format's
-version, and :func:`decoder_inputs`: the source of every function the stored pixels depend on
-(core/preprocess.py, the decoder; :func:`to_stored`) and the versions of the libraries that
-decode (Pillow and the libjpeg and zlib it runs, numpy). Any change to one of them is another key,
-so a stale entry is never read: after a Pillow upgrade training decodes again, as the API does.
-A dataset scanned without hashes has no version: it is neither read from nor written to the
-cache. A file whose bytes no longer match its scanned sha256 while it is decoded
+version, the fingerprint's version, and :func:`decoder_inputs`: the source of every function the
+stored pixels depend on (core/preprocess.py, the decoder; :func:`to_stored`) and the versions of
+the libraries that decode (Pillow and the libjpeg and zlib it runs, numpy). Any change to one of
+them is another key, so a stale entry is never read: after a Pillow upgrade training decodes
+again, as the API does. A dataset scanned without hashes has no version: it is neither read from
+nor written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
 reader never sees half of one; the ``speed.decoded_cache_keep`` most recently used entries stay.
 
@@ -43,8 +43,9 @@ from PIL import features
 
 from core import preprocess
 from model.dataset import Dataset, Example
+from model.fingerprint import fingerprint_version
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records carry a fingerprint
 INDEX_FILE = "index.json"
 IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
@@ -80,7 +81,7 @@ class Entry:
     """One cache entry: validation's record of each file, and the decoded images of the readable ones."""
 
     image_size: int
-    records: dict[str, dict]  # path -> {"sha256", and "digest", "mode", "size", "row" or "error"}
+    records: dict[str, dict]  # path -> {"sha256", and "digest", "mode", "size", "fingerprint", "row" or "error"}
     images: np.ndarray  # uint8 (N, S, S), memory-mapped when read from disk
 
     def rows(self, examples: list[Example]) -> np.ndarray | None:
@@ -143,7 +144,8 @@ class DecodedCache:
         if len(dataset.examples) < max(1, self.min_images) or any(not e.sha256 for e in dataset.examples):
             return None
         inputs = {"format": FORMAT_VERSION, "decoder": decoder_inputs(), "manifest": dataset.manifest_sha256(),
-                  "image_size": int(image_size), "max_pixels": int(max_pixels), "min_side": int(min_side)}
+                  "image_size": int(image_size), "max_pixels": int(max_pixels), "min_side": int(min_side),
+                  "fingerprint": fingerprint_version()}
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
     def read(self, key: str) -> Entry | None:
