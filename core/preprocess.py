@@ -10,8 +10,10 @@ Rules every path follows (API, data validation, training):
 - Only PNG and JPEG are decoded. Another image format is refused (:class:`UnsupportedFormat`)
   before any other decoder sees the bytes: Pillow's TIFF, PSD or EPS readers (EPS runs
   Ghostscript) are never run on a client's data.
-- The pixel budget (``api.max_pixels``, :data:`DEFAULT_MAX_PIXELS` where a caller gives none) is
-  checked from the header, before decoding. Pillow's own decompression-bomb guard stays on as a
+- The pixel budget (``api.max_pixels``, :data:`DEFAULT_MAX_PIXELS` where a caller gives none) and
+  the smallest side (``api.min_side``, :data:`DEFAULT_MIN_SIDE`) are checked from the header,
+  before decoding: every reader passes params.yaml's values, so an image the API answers 400 or
+  413 is never trained on, validated as usable, or evaluated either. Pillow's own decompression-bomb guard stays on as a
   second line: an image over twice ``PIL.Image.MAX_IMAGE_PIXELS`` is refused whatever the budget.
 - 16-bit gray PNGs: white is ``2**b - 1``, where ``b`` is the significant bits of the PNG's
   ``sBIT`` chunk when it has one, else 16 (the type's range). A 12-bit radiograph written with
@@ -32,6 +34,7 @@ ACCEPTED_FORMATS = ("PNG", "JPEG")
 # The budget of callers that pass none (training's reader); the same number as api.max_pixels in
 # params.yaml, which a test keeps in step.
 DEFAULT_MAX_PIXELS = 25_000_000
+DEFAULT_MIN_SIDE = 32  # api.min_side, kept in step the same way
 SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 SIGNIFICANT_BITS = "significant_bits"  # image.info key: the sBIT of a 16-bit gray PNG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,7 +99,7 @@ def png_significant_bits(data: bytes) -> int | None:
     return None
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> Image.Image:
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> Image.Image:
     """Decode ``data`` fully into a Pillow image, raising an :class:`ImageError` if it is unusable."""
     if not data:
         raise NotAnImage("the body is empty: send the image bytes")
@@ -164,7 +167,7 @@ def to_array(image: Image.Image, size: int) -> np.ndarray:
 
 
 def image_bytes_to_array(
-    data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1
+    data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE
 ) -> np.ndarray:
     """Decode image bytes into the network's input for one image."""
     return to_array(open_image(data, max_pixels=max_pixels, min_side=min_side), size)

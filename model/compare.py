@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.predictor import Predictor
-from core.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
+from core.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, image_bytes_to_array
 from model.dataset import Dataset, Example
 from model.decoded_cache import decoded_rows
 from model.evaluate import classification_metrics
@@ -20,7 +20,7 @@ BATCH = 64
 
 
 def decode_examples(dataset: Dataset, examples: list[Example], size: int,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                    max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
     """The network inputs ``(N, size, size, 1)`` of ``examples``: gathered from the decoded cache
     when ``dataset`` carries it at ``size`` (the same pixels), else decoded by the shared decoder."""
     if not examples:
@@ -29,7 +29,7 @@ def decode_examples(dataset: Dataset, examples: list[Example], size: int,
     if rows is not None:
         # The division of core/preprocess.py's to_array, in float32: bit for bit the same input.
         return (np.asarray(dataset.decoded.images[rows], dtype=np.float32) / 255.0)[..., np.newaxis]
-    return np.stack([image_bytes_to_array(dataset.read_bytes(e.path), size, max_pixels=max_pixels)
+    return np.stack([image_bytes_to_array(dataset.read_bytes(e.path), size, max_pixels=max_pixels, min_side=min_side)
                      for e in examples])
 
 
@@ -38,12 +38,13 @@ def predict_batches(predictor, images: np.ndarray) -> np.ndarray:
 
 
 def evaluate_registered(registry: Registry, version: str, stage: str, dataset: Dataset,
-                        decoded: dict[int, np.ndarray] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+                        decoded: dict[int, np.ndarray] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        min_side: int = DEFAULT_MIN_SIDE) -> dict:
     """``{"version", "stage", "metrics", "test_images"}`` of a registered model on ``dataset``'s test
     split, or ``{"version", "stage", "comparable": False, "reason"}`` when its classes differ.
 
     ``decoded`` maps an input size to the test images already decoded at that size (reused);
-    ``max_pixels`` is the pixel budget of the decoder otherwise (``api.max_pixels``).
+    ``max_pixels`` and ``min_side`` are the decoder's size rules otherwise (``api.max_pixels``, ``api.min_side``).
     """
     metadata = registry.metadata(version, stage)
     if list(metadata.get("classes") or []) != list(dataset.classes):
@@ -53,7 +54,8 @@ def evaluate_registered(registry: Registry, version: str, stage: str, dataset: D
     examples = dataset.split("test")
     decoded = decoded if decoded is not None else {}
     if predictor.image_size not in decoded:
-        decoded[predictor.image_size] = decode_examples(dataset, examples, predictor.image_size, max_pixels)
+        decoded[predictor.image_size] = decode_examples(dataset, examples, predictor.image_size, max_pixels,
+                                                            min_side)
     probabilities = predict_batches(predictor, decoded[predictor.image_size])
     labels = np.array([dataset.classes.index(e.label) for e in examples])
     return {"version": version, "stage": stage, "test_images": len(examples),

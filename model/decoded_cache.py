@@ -8,13 +8,16 @@ writes what it decoded to ``<cache_dir>/decoded/<key>/``:
   found (the pixels' digest, mode and size, its fingerprint (model/fingerprint.py) and the file's
   row in ``images.npy``, or why it is unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
-  scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
+  scaling to [0, 1] (``core.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
-label), the image size, the pixel budget (``api.max_pixels``), this format's version, the
-source of core/preprocess.py (the decoder) and the fingerprint's version. Any change to one of them is another key, so a stale
-entry is never read. A dataset scanned without hashes has no version: it is neither read from nor
-written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
+label), the image size, the size rules (``api.max_pixels``, ``api.min_side``), this format's
+version, the fingerprint's version, and :func:`decoder_inputs`: the source of every function the
+stored pixels depend on (core/preprocess.py, the decoder; :func:`to_stored`) and the versions of
+the libraries that decode (Pillow and the libjpeg and zlib it runs, numpy). Any change to one of
+them is another key, so a stale entry is never read: after a Pillow upgrade training decodes
+again, as the API does. A dataset scanned without hashes has no version: it is neither read from
+nor written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
 reader never sees half of one; the ``speed.decoded_cache_keep`` most recently used entries stay.
 
@@ -25,6 +28,8 @@ smaller dataset decodes in about a second: it is not worth a cache entry), ``dec
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import inspect
 import json
 import os
 import shutil
@@ -34,8 +39,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+from PIL import features
 
-import core.preprocess
+from core import preprocess
 from model.dataset import Dataset, Example
 from model.fingerprint import fingerprint_version
 
@@ -43,17 +49,31 @@ FORMAT_VERSION = 2  # 2: records carry a fingerprint
 INDEX_FILE = "index.json"
 IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
-PREPROCESS_SOURCE = Path(core.preprocess.__file__).resolve()
-
-
-def decoder_version() -> str:
-    """A hash of the decoding code: a change to core/preprocess.py invalidates every entry."""
-    return hashlib.sha256(PREPROCESS_SOURCE.read_bytes()).hexdigest()[:16]
+# The distributions whose code turns an image file into the stored pixels. A new decoder (another
+# image format) adds its distribution here.
+DECODER_DISTRIBUTIONS = ("pillow", "numpy")
+# The native libraries Pillow decodes with; a Pillow built from source may link other versions.
+DECODER_LIBRARIES = ("jpg", "zlib")
 
 
 def to_stored(array: np.ndarray) -> np.ndarray:
     """The network's float32 input of one image, ``(S, S, 1)`` in [0, 1], as the uint8 it came from."""
     return np.rint(array[..., 0] * 255.0).astype(np.uint8)
+
+
+def distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def decoder_inputs() -> dict:
+    """What the stored pixels depend on besides the file: the decoding code and the libraries' versions."""
+    code = inspect.getsource(preprocess) + inspect.getsource(to_stored)
+    return {"code": hashlib.sha256(code.encode()).hexdigest(),
+            **{name: distribution_version(name) for name in DECODER_DISTRIBUTIONS},
+            **{f"pillow:{name}": features.version(name) or "absent" for name in DECODER_LIBRARIES}}
 
 
 @dataclass
@@ -117,13 +137,15 @@ class DecodedCache:
         return cls(Path(params["cache_dir"]) / "decoded", keep=speed["decoded_cache_keep"],
                    min_images=speed["decoded_cache_min_images"])
 
-    def key(self, dataset: Dataset, image_size: int, max_pixels: int) -> str | None:
+    def key(self, dataset: Dataset, image_size: int, max_pixels: int,
+            min_side: int = preprocess.DEFAULT_MIN_SIDE) -> str | None:
         """The entry's name for ``dataset`` at ``image_size``; None when the dataset has no version
         (scanned without hashes) or fewer than ``min_images`` files."""
         if len(dataset.examples) < max(1, self.min_images) or any(not e.sha256 for e in dataset.examples):
             return None
-        inputs = {"format": FORMAT_VERSION, "decoder": decoder_version(), "manifest": dataset.manifest_sha256(),
-                  "image_size": int(image_size), "max_pixels": int(max_pixels), "fingerprint": fingerprint_version()}
+        inputs = {"format": FORMAT_VERSION, "decoder": decoder_inputs(), "manifest": dataset.manifest_sha256(),
+                  "image_size": int(image_size), "max_pixels": int(max_pixels), "min_side": int(min_side),
+                  "fingerprint": fingerprint_version()}
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
     def read(self, key: str) -> Entry | None:

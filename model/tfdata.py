@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from core.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
+from core.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, image_bytes_to_array
 from model.dataset import Dataset, Example
 from model.decoded_cache import decoded_rows
 
@@ -19,6 +19,7 @@ def make_tf_dataset(
     shuffle: bool = False,
     seed: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
 ) -> tf.data.Dataset:
     """Batches of ``(images, label indices)`` for ``examples``, in their order unless ``shuffle``.
 
@@ -26,7 +27,7 @@ def make_tf_dataset(
     by data validation), batches are gathered from them: no file is read or decoded. Otherwise each
     file is decoded through core/preprocess.py, the same code the API runs, so training and serving
     see identical pixels, and kept in memory after the first epoch. Both give the same batches.
-    ``max_pixels`` is the pixel budget validation applied (``api.max_pixels``).
+    ``max_pixels`` and ``min_side`` are the size rules validation applied (``api.max_pixels``, ``api.min_side``).
     """
     labels = np.array([dataset.classes.index(e.label) for e in examples], dtype=np.int32)
     rows = decoded_rows(dataset, examples, image_size)
@@ -35,7 +36,8 @@ def make_tf_dataset(
     paths = [e.path for e in examples]
 
     def load(path: bytes) -> np.ndarray:
-        return image_bytes_to_array(dataset.read_bytes(path.decode()), image_size, max_pixels=max_pixels)
+        return image_bytes_to_array(dataset.read_bytes(path.decode()), image_size, max_pixels=max_pixels,
+                                    min_side=min_side)
 
     def decode(path, label):
         image = tf.numpy_function(load, [path], tf.float32, stateful=False)

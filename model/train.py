@@ -20,7 +20,7 @@ import click
 import numpy as np
 
 from core.config import ConfigError, describe, load_params, masked
-from core.preprocess import DEFAULT_MAX_PIXELS
+from core.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
 from model.validation import groups_contact_sheet, validate_dataset
@@ -102,6 +102,22 @@ def compile_for_training(model, rate, placement) -> None:
         )
 
 
+def configure_and_seed(params: dict):
+    """Apply ``speed:`` (threads, GPUs) and seed every generator, before any model is built or loaded.
+
+    TensorFlow takes thread settings only before its runtime starts, and Keras layers draw their
+    seeds (dropout's) when they are built or loaded: both must come first for a run to repeat.
+    Returns the :class:`~model.devices.Placement` decided.
+    """
+    import keras
+
+    from model.devices import configure
+
+    placement = configure(params["speed"])
+    keras.utils.set_random_seed(params["train"]["seed"])
+    return placement
+
+
 def fit(model, usable, params: dict) -> tuple[object, dict]:
     """Fit ``model`` on the train split under ``train.lr_schedule`` (model/schedule.py).
 
@@ -110,6 +126,7 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     model trained in mixed precision or under a strategy is returned as its float32 copy, the model
     that is exported and saved.
     """
+    import dataclasses
     import math
 
     import tensorflow as tf
@@ -119,16 +136,18 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     from model.tfdata import make_tf_dataset
 
     data, train = params["data"], params["train"]
-    placement = configure(params["speed"])
     strategy = model.distribute_strategy
+    # What the model that trains really uses: a loaded model keeps the dtype it was saved with and
+    # the strategy it was loaded under, whatever the settings decide now.
+    placement = dataclasses.replace(configure(params["speed"]), mixed_precision=is_mixed(model),
+                                    mirrored=isinstance(strategy, tf.distribute.MirroredStrategy))
     replicas = int(strategy.num_replicas_in_sync)
     size, batch = data["image_size"], train["batch_size"] * replicas
     train_examples = usable.split("train")
-    budget = params["api"]["max_pixels"]
-    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"],
-                                 max_pixels=budget)
+    rules = {"max_pixels": params["api"]["max_pixels"], "min_side": params["api"]["min_side"]}
+    train_data = make_tf_dataset(usable, train_examples, size, batch, shuffle=True, seed=train["seed"], **rules)
     validation_examples = usable.split("validation")
-    validation_data = (make_tf_dataset(usable, validation_examples, size, batch, max_pixels=budget)
+    validation_data = (make_tf_dataset(usable, validation_examples, size, batch, **rules)
                        if validation_examples else None)
     monitor = "val_loss" if validation_data is not None else "loss"
     rate, callbacks = learning_rate(train, math.ceil(len(train_examples) / batch), monitor)
@@ -176,7 +195,7 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     size = params["data"]["image_size"]
     examples = usable.split("test")
     test_data = make_tf_dataset(usable, examples, size, params["train"]["batch_size"],
-                                max_pixels=params["api"]["max_pixels"])
+                                max_pixels=params["api"]["max_pixels"], min_side=params["api"]["min_side"])
     batches = list(test_data.as_numpy_iterator())
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([y for _, y in batches])
@@ -191,14 +210,14 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
     metrics = classification_metrics(labels, probabilities, usable.classes)
     predictions = [
         {"path": e.path, "sha256": e.sha256, "label": e.label, "predicted": usable.classes[int(p.argmax())],
-         "top_probability": round(float(p.max()), 6)}
+         "top_probability": round(float(p.max()), 6), "probabilities": [float(value) for value in p]}
         for e, p in zip(examples, probabilities)
     ]
     return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images
 
 
 def production_now(registry: Registry | None, usable, decoded: dict, evaluated: dict | None = None,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> dict | None:
+                   max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> dict | None:
     """The production model evaluated now on the same test images (champion/challenger), or None.
 
     ``evaluated`` is an evaluation of a registered model this run already made on ``usable`` (a
@@ -211,34 +230,34 @@ def production_now(registry: Registry | None, usable, decoded: dict, evaluated: 
         return None
     if evaluated and (evaluated.get("version"), evaluated.get("stage")) == (pointer["version"], "production"):
         return evaluated
-    return evaluate_registered(registry, pointer["version"], "production", usable, decoded, max_pixels)
+    return evaluate_registered(registry, pointer["version"], "production", usable, decoded, max_pixels, min_side)
 
 
 def build_candidate(params: dict, kind: str = "train", start_from=None, parent: dict | None = None,
                     registry: Registry | None = None, data=None, extra: dict | None = None,
                     parent_evaluation: dict | None = None):
-    """Train (or fine-tune ``start_from``), evaluate, export and gate; register nothing.
+    """Train (or fine-tune the model ``start_from()`` loads), evaluate, export and gate; register nothing.
 
-    ``parent`` is the metadata of the version fine-tuned (retraining); ``registry`` is where the
+    ``start_from`` loads the model to fine-tune (retraining), called once the machine is configured
+    and seeded; ``parent`` is the metadata of the version fine-tuned; ``registry`` is where the
     production model to compare with lives; ``data`` the (usable dataset, validation report) when
     the caller already loaded them; ``extra`` more metadata (retraining's key);
     ``parent_evaluation`` the parent evaluated on this data (see :func:`production_now`). Returns
     ``(metadata, files)``: the version's metadata without its name, and its files.
     """
-    import keras
-
     from model.evaluate import plot_confusion_matrix, plot_training_curves
     from model.network import build_network
 
     usable, report = data or load_training_data(params)
     groups = report.get("groups") or {}
     reports = list(REPORT_IMAGES) + ([GROUPS_IMAGE] if groups.get("groups") else [])
-    keras.utils.set_random_seed(params["train"]["seed"])
-    model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
+    configure_and_seed(params)
+    model = start_from() if start_from else build_network(params["data"]["image_size"], len(params["classes"]),
+                                                          speed=params["speed"])
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
     production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,
-                                params["api"]["max_pixels"])
+                                params["api"]["max_pixels"], params["api"]["min_side"])
     gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)
     metadata = {
         "kind": kind,

@@ -2,8 +2,9 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
-Images are read by the API's rules (core/preprocess.py): PNG and JPEG only, and the pixel budget
-``api.max_pixels``, so a model is never trained on an image the API would refuse.
+Images are read by the API's rules (core/preprocess.py): PNG and JPEG only, the pixel budget
+``api.max_pixels`` and the smallest side ``api.min_side``, so a model is never trained on an image
+the API would refuse.
 Near-duplicates (the same radiograph re-encoded, resized, re-windowed or bordered) are grouped and
 each group is split as one (model/groups.py): the usable dataset carries those splits, which
 training, evaluation and the acceptance tests use. The same picture under two classes is a label
@@ -48,7 +49,7 @@ def _inspect(image) -> tuple[str, str, str]:
     return digest, image.mode, size
 
 
-def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progress: bool):
+def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progress: bool, min_side: int):
     """Decode every file once: ``(records by path, uint8 images, whether every file was as scanned)``.
 
     With ``image_size`` the network's input of each readable file is kept too (model/decoded_cache.py).
@@ -62,7 +63,7 @@ def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progre
                 data = dataset.read_bytes(example.path)
                 if image_size and hashlib.sha256(data).hexdigest() != example.sha256:
                     unchanged = False  # changed since the scan: the cache entry would lie
-                image = open_image(data, max_pixels=max_pixels)
+                image = open_image(data, max_pixels=max_pixels, min_side=min_side)
                 record["digest"], record["mode"], record["size"] = _inspect(image)
                 record["fingerprint"] = fingerprint(image)
                 if image_size:
@@ -79,15 +80,15 @@ def decode_all(dataset: Dataset, max_pixels: int, image_size: int | None, progre
 def decoded_records(dataset: Dataset, params: dict, progress: bool):
     """Validation's record of every file, from the decoded cache when it holds this dataset version,
     else decoded now (and stored there when the cache is on); and the cache entry, if any."""
-    max_pixels, image_size = params["api"]["max_pixels"], params["data"]["image_size"]
+    max_pixels, min_side, image_size = params["api"]["max_pixels"], params["api"]["min_side"], params["data"]["image_size"]
     cache = DecodedCache.from_params(params)
-    key = cache.key(dataset, image_size, max_pixels) if cache else None
+    key = cache.key(dataset, image_size, max_pixels, min_side) if cache else None
     entry = cache.read(key) if key else None
     if entry is not None:
         if progress:
             click.echo(f"checking images: {len(dataset.examples)} decoded before, read from {cache.root / key}")
         return entry.records, entry
-    records, images, unchanged = decode_all(dataset, max_pixels, image_size if key else None, progress)
+    records, images, unchanged = decode_all(dataset, max_pixels, image_size if key else None, progress, min_side)
     if key and unchanged:
         entry = cache.write(key, image_size, records, images)
     return records, entry
@@ -219,7 +220,8 @@ def groups_contact_sheet(usable: Dataset, report: dict, params: dict) -> bytes:
             pixels = np.asarray(usable.decoded.images[rows[0]])
         else:
             pixels = to_stored(image_bytes_to_array(usable.read_bytes(example.path), size,
-                                                    max_pixels=params["api"]["max_pixels"]))
+                                                    max_pixels=params["api"]["max_pixels"],
+                                                    min_side=params["api"]["min_side"]))
         return np.asarray(Image.fromarray(pixels, "L").resize((side, side)))
 
     return contact_sheet([group for group in groups if len(group) > 1], thumbnail)

@@ -89,6 +89,9 @@ def tests_verdict(metadata: Mapping[str, Any]) -> str:
         detail += f", at {run['at']}"
     if run.get("api_accuracy") is not None:
         detail += f", accuracy through the API {_number(run['api_accuracy'])}"
+    if isinstance(run.get("api_max_probability_diff"), (int, float)):
+        detail += (f", probabilities within {run['api_max_probability_diff']:.2g} of training's on "
+                   f"{run.get('api_images', '?')} images")
     return f"{verdict} ({detail})"
 
 

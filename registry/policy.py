@@ -39,9 +39,39 @@ def last_test_run(metadata: Mapping[str, Any]) -> dict | None:
     return runs[-1] if runs else None
 
 
+# What the agreement test (unittests/test_accuracy.py) records on a run: its share of test images
+# labelled as at training, the largest difference of a probability from training's, and how many
+# images it sent. A run without them did not compare serving with training: it is no pass.
+AGREEMENT_FIGURES = ("api_agreement", "api_max_probability_diff", "api_images")
+
+
+def run_problems(run: Mapping[str, Any] | None) -> list[str]:
+    """Why an acceptance-test run is not a pass, in short phrases; empty when it passed.
+
+    A pass: at least one test ran, none failed, none was skipped (a skipped test checked nothing),
+    and the agreement test ran on at least one image and its figures are recorded on the run.
+    """
+    if not run:
+        return ["no run"]
+    problems = []
+    failed = run.get("failed", 1)
+    if failed:
+        problems.append(f"{failed} failed")
+    if run.get("skipped"):
+        problems.append(f"{run['skipped']} skipped")
+    if not run.get("passed"):
+        problems.append("no test passed")
+    missing = [name for name in AGREEMENT_FIGURES if not isinstance(run.get(name), (int, float))]
+    if missing:
+        problems.append(f"agreement figures not recorded ({', '.join(missing)})")
+    elif not run["api_images"]:
+        problems.append("no test image compared")
+    return problems
+
+
 def run_passed(run: Mapping[str, Any] | None) -> bool:
-    """A run passed when it ran at least one test and none failed."""
-    return bool(run) and run.get("failed", 1) == 0 and (run.get("passed") or 0) > 0
+    """The one verdict of an acceptance-test run (see :func:`run_problems`)."""
+    return not run_problems(run)
 
 
 def tests_passed(metadata: Mapping[str, Any]) -> bool:
@@ -87,14 +117,16 @@ def readiness(metadata: Mapping[str, Any], production: str | None = None) -> Rea
         problems.append("acceptance tests not run yet")
         reasons.append(f"it has no acceptance-test run yet (run `make unittest VERSION={version}`)")
     elif not run_passed(run):
-        if run.get("failed", 1) == 0:
+        if run.get("failed", 1) == 0 and not run.get("passed"):
             problems.append("acceptance tests ran no test")
             reasons.append(f"its last acceptance-test run, at {run.get('at', '?')}, ran no test")
         else:
             problems.append("acceptance tests failed")
+            others = [problem for problem in run_problems(run) if not problem.endswith((" failed", "no test passed"))]
             reasons.append(
                 f"its last acceptance-test run failed ({run.get('failed', '?')} failed, "
-                f"{run.get('passed', '?')} passed, at {run.get('at', '?')})"
+                f"{run.get('passed', '?')} passed{''.join(', ' + problem for problem in others)}, "
+                f"at {run.get('at', '?')})"
             )
     if version == production:
         next_step = (f"{version} is the production model; nothing to promote." if not problems else

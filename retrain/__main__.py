@@ -39,13 +39,21 @@ def retraining_params(params: dict) -> dict:
     return {**params, "train": train}
 
 
-def load_keras(registry: Registry, base: Base):
+def load_keras(registry: Registry, base: Base, speed: dict):
+    """The base's Keras model, loaded in the distribution strategy ``speed`` decides (model/devices.py).
+
+    Call it once the machine is configured and seeded (model.train.configure_and_seed): its
+    dropout layers draw their seeds here.
+    """
     import keras
+
+    from model.devices import configure
 
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / KERAS_FILE
         path.write_bytes(registry.read_file(base.version, KERAS_FILE, base.stage))
-        return keras.models.load_model(path)
+        with configure(speed).strategy().scope():
+            return keras.models.load_model(path)
 
 
 class Outcome(Exception):
@@ -91,7 +99,7 @@ def fine_tune_or_keep(params, registry, base, usable, report, key, version_file,
 
     settings, dataset = params["retrain"], report["dataset"]["manifest_sha256"]
     evaluation = evaluate_registered(registry, base.version, base.stage, usable,
-                                     max_pixels=params["api"]["max_pixels"])
+                                     max_pixels=params["api"]["max_pixels"], min_side=params["api"]["min_side"])
     accuracy = evaluation["metrics"]["accuracy"]
     click.echo(f"{base.version} ({base.stage}) on the current test split: accuracy {accuracy:.4f} on "
                f"{evaluation['test_images']} images (retrain.min_accuracy {settings['min_accuracy']})")
@@ -109,11 +117,10 @@ def fine_tune_or_keep(params, registry, base, usable, report, key, version_file,
                     f"{settings['min_accuracy']} on the current test split; nothing was retrained.")
         where = tell(params, outcome_file, kind, headline, facts=facts)
         raise Outcome(0, f"{headline} (email: {where})")
-    model = load_keras(registry, base)
     extra = {"retrain_key": key, "base_evaluation": {"version": base.version, "accuracy": accuracy,
                                                      "test_images": evaluation["test_images"]}}
     try:
-        version = run_step(retraining_params(params), version_file, kind="retrain", start_from=model,
+        version = run_step(retraining_params(params), version_file, kind="retrain", start_from=lambda: load_keras(registry, base, params["speed"]),
                            parent={**base.metadata, "stage": base.stage}, data=(usable, report), extra=extra,
                            parent_evaluation=evaluation)
     except GateFailed as exc:

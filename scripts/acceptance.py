@@ -10,6 +10,7 @@ from api.process import ApiProcessError
 from core.config import ConfigError, describe, load_params
 from notify.outcome import record_outcome
 from pipelines.acceptance import run_acceptance
+from registry.policy import run_passed, run_problems
 from registry.store import Registry, RegistryError
 from storage import StorageError
 
@@ -27,8 +28,9 @@ from storage import StorageError
 def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
     """Serve VERSION with the real API on a free port, run unittests/ against it, record the result.
 
-    Exits 1 when any acceptance test fails, naming the failed tests; the run is recorded on the
-    version either way.
+    Exits 1 unless the run passes (registry/policy.py: no test failed or skipped, and the
+    agreement with training was measured and recorded), naming what failed; the run is recorded on
+    the version either way.
 
     Example: python -m scripts.acceptance --version v0001-20261127T143000Z
     """
@@ -44,14 +46,16 @@ def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
         run = run_acceptance(params, version, run_dir, api_url)
     except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
         raise click.ClickException(str(exc)) from exc
-    verdict = "passed" if run["failed"] == 0 and run["passed"] else "failed"
+    verdict = "passed" if run_passed(run) else "failed"
     record_outcome(outcome_file, f"tests-{verdict}", "the report follows")
-    agreement = run.get("api_agreement")
-    summary = f"{run['passed']} passed, {run['failed']} failed" + (
-        f"; the API agrees with training on {agreement:.2%} of the test images" if agreement is not None else "")
+    agreement, diff = run.get("api_agreement"), run.get("api_max_probability_diff")
+    summary = f"{run['passed']} passed, {run['failed']} failed, {run['skipped']} skipped" + (
+        f"; the API agrees with training on {agreement:.2%} of {run.get('api_images')} test images (labels), "
+        f"probabilities within {diff:.2g}" if agreement is not None and diff is not None else "")
     if verdict == "failed":
-        raise click.ClickException(f"acceptance tests of {version} failed: {summary}; failed: "
-                                   f"{', '.join(run['failures']) or 'none ran'} (recorded on the version)")
+        raise click.ClickException(f"acceptance tests of {version} failed: {summary}; "
+                                   f"{'; '.join(run_problems(run))}; failed: "
+                                   f"{', '.join(run['failures']) or 'none'} (recorded on the version)")
     click.echo(f"acceptance tests of {version} passed: {summary} (recorded on the version)")
 
 

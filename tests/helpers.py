@@ -57,4 +57,4 @@ def run_make(*args: str, env: dict[str, str], timeout: float = 900) -> subproces
 
 # A model trained for seconds on the tiny dataset: small images, few epochs, the gate opened.
 TINY_TRAINING = {"DATA_IMAGE_SIZE": "32", "DATA_MIN_IMAGES_PER_CLASS": "5", "TRAIN_EPOCHS": "3",
-                 "GATE_MIN_ACCURACY": "0", "GATE_MIN_RECALL_COVID": "0", "ACCEPTANCE_MIN_CONFIDENT_SHARE": "0"}
+                 "GATE_MIN_ACCURACY": "0", "GATE_MIN_RECALL_COVID": "0"}

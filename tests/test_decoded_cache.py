@@ -154,16 +154,35 @@ def test_unreadable_files_are_reported_the_same_from_the_cache(dataset_root, tmp
     assert "Normal/images/Normal-999.png" not in {e.path for e in usable.examples}
 
 
-def test_a_decoder_change_is_another_key(dataset_root, tmp_path, monkeypatch):
-    import model.decoded_cache as decoded_cache
-
+def test_a_size_rule_change_is_another_key(dataset_root, tmp_path):
     params = params_for(tmp_path / "cache")
     cache = DecodedCache.from_params(params)
     dataset = scan_dataset(str(dataset_root), params["classes"], params["data"]["split"], progress=False)
-    key = cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"])
-    assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"] // 2)
-    monkeypatch.setattr(decoded_cache, "decoder_version", lambda: "another decoder")
-    assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"])
+    key = cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"], params["api"]["min_side"])
+    assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"] // 2, params["api"]["min_side"])
+    assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"], params["api"]["min_side"] * 2)
+
+
+def installed_elsewhere(folder, distribution: str, version: str) -> None:
+    """A distribution's metadata, as pip leaves it, in ``folder``: put first on sys.path, it is the
+    version importlib.metadata reports (an upgrade seen by everything that asks for the version)."""
+    info = folder / f"{distribution}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+
+
+@pytest.mark.parametrize("distribution", ["pillow", "numpy"])
+def test_a_decoding_library_upgrade_decodes_again(dataset_root, tmp_path, decodes, monkeypatch, distribution):
+    params = params_for(tmp_path / "cache")
+    validate(dataset_root, params)
+    decodes.clear()
+    validate(dataset_root, params)
+    assert decodes == []  # the entry is used while nothing changed
+    installed_elsewhere(tmp_path / "upgraded", distribution, "99.0")
+    monkeypatch.syspath_prepend(str(tmp_path / "upgraded"))
+    report, _ = validate(dataset_root, params)
+    assert len(decodes) == 120, "pixels decoded by the old library were read"
+    assert report["passed"] and len(entries(tmp_path / "cache")) == 2
 
 
 def test_small_datasets_and_a_cache_turned_off_write_nothing(dataset_root, tmp_path):

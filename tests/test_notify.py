@@ -81,7 +81,8 @@ def sample_metadata(classes=CLASSES, gate_passed=True) -> dict:
 
 
 PASSED_RUN = {"suite_sha256": "cc" * 32, "passed": 9, "failed": 0, "at": "2026-11-27T14:40:00Z",
-              "api_accuracy": 0.953}
+              "api_accuracy": 0.953,
+              "api_agreement": 1.0, "api_max_probability_diff": 1e-7, "api_images": 24}
 FAILED_RUN = {"suite_sha256": "cc" * 32, "passed": 7, "failed": 2, "at": "2026-11-27T14:41:00Z"}
 
 

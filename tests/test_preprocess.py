@@ -15,9 +15,11 @@ from PIL import Image, PngImagePlugin
 from core.config import load_params
 from core.preprocess import (
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
     NotAnImage,
     TooManyPixels,
     UnsupportedFormat,
+    WrongDimensions,
     image_bytes_to_array,
     open_image,
     png_significant_bits,
@@ -109,6 +111,27 @@ def test_pillows_decompression_bomb_guard_refuses_beyond_any_budget():
 
 def test_the_default_budget_is_the_configured_one():
     assert DEFAULT_MAX_PIXELS == load_params(environ={})["api"]["max_pixels"]
+    assert DEFAULT_MIN_SIDE == load_params(environ={})["api"]["min_side"]
+
+
+def test_training_and_evaluation_readers_refuse_what_the_api_refuses(tmp_path):
+    """The readers after validation (tf.data for training, the evaluation of registered models)
+    apply the same size rule, at the configured value."""
+    from model.compare import decode_examples
+    from model.dataset import Example, scan_dataset
+    from model.tfdata import make_tf_dataset
+
+    folder = tmp_path / "COVID" / "images"
+    folder.mkdir(parents=True)
+    Image.new("L", (20, 20), 100).save(folder / "COVID-1.png")
+    dataset = scan_dataset(str(tmp_path), ["COVID", "Normal"], {"train": 0.5, "validation": 0.0, "test": 0.5})
+    examples = [Example("COVID/images/COVID-1.png", "COVID", "test")]
+    with pytest.raises(WrongDimensions, match="at least 32 pixels"):
+        decode_examples(dataset, examples, SIZE)
+    assert decode_examples(dataset, examples, SIZE, min_side=16).shape == (1, SIZE, SIZE, 1)
+    with pytest.raises(Exception, match="at least 32 pixels"):
+        list(make_tf_dataset(dataset, examples, SIZE, 1).as_numpy_iterator())
+    assert len(list(make_tf_dataset(dataset, examples, SIZE, 1, min_side=16).as_numpy_iterator())) == 1
 
 
 def test_importing_the_project_leaves_pillows_guard_on():

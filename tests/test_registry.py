@@ -29,7 +29,8 @@ from storage import StorageError
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 VERSION_NAME = re.compile(r"^v\d{4}-\d{8}T\d{6}Z$")
-PASSED = {"suite_sha256": "ab" * 32, "passed": 9, "failed": 0, "at": "2026-11-27T14:40:00Z"}
+PASSED = {"suite_sha256": "ab" * 32, "passed": 9, "failed": 0, "at": "2026-11-27T14:40:00Z",
+          "api_agreement": 1.0, "api_max_probability_diff": 1e-7, "api_images": 24}
 FAILED = {"suite_sha256": "ab" * 32, "passed": 7, "failed": 2, "at": "2026-11-27T14:41:00Z"}
 
 

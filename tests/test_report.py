@@ -16,7 +16,8 @@ from scripts.report import main
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 VERSION = "v0001-20261127T143000Z"
 PASSED_RUN = {"suite_sha256": "cc" * 32, "passed": 9, "failed": 0, "at": "2026-11-27T14:40:00Z",
-              "api_accuracy": 0.953}
+              "api_accuracy": 0.953,
+              "api_agreement": 1.0, "api_max_probability_diff": 1e-7, "api_images": 24}
 FAILED_RUN = {"suite_sha256": "cc" * 32, "passed": 7, "failed": 2, "at": "2026-11-27T14:41:00Z"}
 
 
@@ -72,7 +73,8 @@ def test_text_report_holds_every_section_and_the_promote_command():
         "COVID 300, Lung_Opacity 301, Normal 302, Viral Pneumonia 303",
         "train 840, validation 180, test 180",  # split order, not metadata.json's sorted keys
         "0.953 on 180 test images", "onnx_parity", "3e-07", "0.0001", "9f8e7d6c5b4a",
-        "9 passed, 0 failed, at 2026-11-27T14:40:00Z", "tensorflow", "2.21.0",
+        "9 passed, 0 failed, at 2026-11-27T14:40:00Z", "probabilities within 1e-07 of training's on 24 images",
+        "tensorflow", "2.21.0",
         f"make promote VERSION={VERSION}",
     ):
         assert expected in text

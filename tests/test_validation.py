@@ -134,6 +134,21 @@ def test_images_the_api_would_refuse_are_excluded_by_the_same_rules(dataset_root
     assert {disguised, too_large}.isdisjoint(e.path for e in usable.examples)
 
 
+def test_an_image_smaller_than_the_apis_min_side_is_excluded_by_the_configured_rule(dataset_root):
+    small = io.BytesIO()
+    render("COVID", image_seed(3, "COVID", 98), 20).save(small, "PNG")
+    tiny = write(dataset_root, "COVID/images/COVID-small.png", small.getvalue())
+    report, usable = validate(dataset_root, params_with())
+    errors = {item["path"]: item["error"] for item in report["corrupt"]}
+    assert errors[tiny] == "the image is 20x20; each side must be at least 32 pixels"  # what the API answers
+    assert tiny not in {e.path for e in usable.examples}
+
+    params = params_with()
+    params["api"]["min_side"] = 16
+    report, usable = validate(dataset_root, params)
+    assert tiny in {e.path for e in usable.examples}
+
+
 def test_more_unreadable_files_than_allowed_fails_with_the_counts(dataset_root):
     add_corrupt_files(dataset_root)
     total = PER_CLASS * len(CLASSES) + 2

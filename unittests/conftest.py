@@ -63,7 +63,7 @@ def http():
 @pytest.fixture(scope="session")
 def test_split(params, metadata, model_version):
     """The dataset and the version's recorded test predictions: every test image training evaluated,
-    what the model predicted for it, and the image's sha256 then. At most
+    the probability of each class the model gave it, its label, and the image's sha256 then. At most
     ``acceptance.max_test_images`` of them: a seeded sample, stratified by class, the same every run.
 
     A file that is missing or whose bytes changed since training fails here, by name: the
@@ -78,6 +78,9 @@ def test_split(params, metadata, model_version):
         pytest.fail(f"{model_version} records no test predictions (registered before they were kept): "
                     "retrain it to test it image by image")
     predictions = json.loads(registry.read_file(model_version, recorded))
+    if any("probabilities" not in item for item in predictions):
+        pytest.fail(f"{model_version} records labels but not probability vectors for its test images "
+                    "(registered before they were kept): retrain it to test it image by image")
     dataset = scan_dataset(params["dataset_uri"], metadata["classes"], {"train": 0.0, "validation": 0.0, "test": 1.0},
                            with_hashes=False, cache_dir=params["cache_dir"], progress=False)
     present = {e.path for e in dataset.examples}

@@ -47,11 +47,12 @@ def predictions(http, api_url, test_split, params):
     return answers
 
 
-def test_a_colour_image_is_read_as_its_gray_conversion(predictions):
+def test_a_colour_image_is_read_as_its_gray_conversion(predictions, params):
+    tolerance = params["acceptance"]["max_probability_diff"]  # the same pixels: the same answer
     for path, answer in predictions:
         assert answer["rgb"]["label"] == answer["rgb_as_gray"]["label"], path
         for name, p in answer["rgb_as_gray"]["probabilities"].items():
-            assert answer["rgb"]["probabilities"][name] == pytest.approx(p, abs=1e-5), path
+            assert answer["rgb"]["probabilities"][name] == pytest.approx(p, abs=tolerance), path
 
 
 def test_the_sample_covers_every_class(predictions, test_split):
@@ -60,13 +61,27 @@ def test_the_sample_covers_every_class(predictions, test_split):
     assert labels == {item["label"] for item in items}
 
 
-def test_jpeg_copy_gets_the_same_label_when_the_model_is_confident(predictions, params):
-    # JPEG at quality 95 moves pixels slightly; a label may flip only where the model hesitates.
-    sure = params["acceptance"]["confident_probability"]
-    confident = [(path, a) for path, a in predictions if max(a["png"]["probabilities"].values()) >= sure]
-    required = params["acceptance"]["min_confident_share"] * len(predictions)
-    assert len(confident) >= required, (
-        f"the model gives a probability >= {sure} to only {len(confident)} of {len(predictions)} images"
-    )
-    flipped = [path for path, a in confident if a["jpeg"]["label"] != a["png"]["label"]]
-    assert not flipped, f"JPEG (quality 95) changed the label of {flipped}"
+def top_two_margin(probabilities: dict[str, float]) -> float:
+    first, second = sorted(probabilities.values(), reverse=True)[:2]
+    return first - second
+
+
+def test_jpeg_copy_moves_the_probabilities_little_and_flips_only_hesitant_labels(predictions, params,
+                                                                                 record_property):
+    # JPEG at quality 95 moves pixels by a level or two. Any model's answers may follow a little,
+    # so the change of the probabilities is bounded, not zero; a label may change only where the
+    # PNG answer hesitates between its top two classes. Whether the model is confident is not
+    # judged here: that is the quality gate's business, not the serving path's.
+    bound, margin = params["acceptance"]["jpeg_max_probability_change"], params["acceptance"]["jpeg_flip_margin"]
+    changes, flipped = [], []
+    for path, answer in predictions:
+        png, jpeg = answer["png"], answer["jpeg"]
+        changes.append((max(abs(jpeg["probabilities"][name] - p) for name, p in png["probabilities"].items()), path))
+        if jpeg["label"] != png["label"] and top_two_margin(png["probabilities"]) >= margin:
+            flipped.append(f"{path} ({png['label']} -> {jpeg['label']}, margin "
+                           f"{top_two_margin(png['probabilities']):.3f})")
+    largest, where = max(changes)
+    record_property("jpeg_max_probability_change", round(largest, 6))
+    assert largest <= bound, (
+        f"JPEG (quality 95) moved a probability by {largest:.3f} on {where}, more than {bound}")
+    assert not flipped, f"JPEG (quality 95) changed labels the model was sure of (margin >= {margin}): {flipped}"
