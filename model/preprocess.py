@@ -230,10 +230,13 @@ def _dicom_header(data: bytes) -> DicomHeader:
     stream = io.BytesIO(data)
     try:
         dataset = pydicom.dcmread(stream, stop_before_pixels=True)
-        syntax = UID(dataset.file_meta.TransferSyntaxUID)
     except DICOM_PARSE_ERRORS as exc:
         # The exception's text may quote the file: only its kind is told.
         raise MalformedDicom(f"malformed DICOM: the header cannot be read ({type(exc).__name__})") from None
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if not syntax:
+        raise MalformedDicom("malformed DICOM: its file meta information names no transfer syntax")
+    syntax = UID(str(syntax))
     return DicomHeader(dataset, syntax, stream.tell(), len(data))
 
 
@@ -369,7 +372,8 @@ def _voi_rule(geometry: DicomGeometry):
                 return values * slope + intercept
         if "VOILUTSequence" in dataset:
             top = float(2 ** int(dataset.VOILUTSequence[0].LUTDescriptor[2]) - 1)
-            return lambda values: apply_voi_lut(modality(values), dataset, prefer_lut=True).astype(np.float64) / top
+            return lambda values: apply_voi_lut(np.rint(modality(values)).astype(np.int64), dataset,
+                                                prefer_lut=True).astype(np.float64) / top
         if "WindowCenter" in dataset and "WindowWidth" in dataset:
             center = _dicom_number(dataset, "WindowCenter")
             width = _dicom_number(dataset, "WindowWidth")
@@ -387,6 +391,8 @@ def _voi_rule(geometry: DicomGeometry):
             ends = modality(np.array([low, high], dtype=np.int64))
         lowest, span = float(ends.min()), float(ends.max() - ends.min())
         return lambda values: (modality(values) - lowest) / span if span > 0 else np.zeros(values.shape)
+    except ImageError:
+        raise
     except DICOM_PARSE_ERRORS:
         raise MalformedDicom("malformed DICOM: the rescale, window or LUT attributes cannot be read") from None
 

@@ -85,7 +85,7 @@ def test_the_sbit_reader_finds_the_chunk_and_ignores_what_is_not_one():
 
 @pytest.mark.parametrize(("fmt", "name"), [("TIFF", "TIFF"), ("GIF", "GIF"), ("BMP", "BMP"), ("WEBP", "WEBP")])
 def test_other_image_formats_are_refused_by_name(fmt, name):
-    with pytest.raises(UnsupportedFormat, match=f"^{name} images are not accepted; send a PNG or JPEG$"):
+    with pytest.raises(UnsupportedFormat, match=f"^{name} images are not accepted; send a PNG, JPEG or DICOM$"):
         open_image(encoded(fmt))
 
 
