@@ -11,6 +11,7 @@ RELOAD_INTERVAL_S   seconds between looks at the pointer; 0 looks only at start
 MAX_CONTENT_LENGTH  larger ``/predict`` bodies answer 413 (``api.max_bytes``)
 MAX_BATCH_BYTES     larger ``/predict/batch`` bodies answer 413 (``api.max_batch_bytes``)
 MAX_BATCH_IMAGES    more images in one batch answer 413 (``api.max_batch_images``)
+MAX_BATCH_PIXELS    more pixels in one batch's images answer 413 (``api.max_batch_pixels``)
 MAX_PIXELS          larger images answer 413 (``api.max_pixels``)
 MIN_SIDE            images with a smaller side answer 400 (``api.min_side``)
 INTRA_OP_THREADS    onnxruntime threads per inference; 0 uses every core
@@ -31,7 +32,7 @@ from typing import Any, Mapping
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from api.errors import ApiError, body_too_large, error_code, error_payload
+from api.errors import ApiError, error_code, error_payload, too_large
 from api.inputs import batch_uploads, single_image_bytes
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
@@ -40,7 +41,7 @@ from api.openapi import openapi_document
 from api.predictor import Predictor
 from api.requestlog import REQUEST_ID_HEADER, log_request, request_id
 from model.config import ConfigError, load_params
-from model.preprocess import ImageError, image_bytes_to_array
+from model.preprocess import ImageError, image_bytes_to_array, image_dimensions
 from registry.store import STAGES, Registry
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def default_config(params: Mapping[str, Any]) -> dict:
         "MAX_CONTENT_LENGTH": api["max_bytes"],
         "MAX_BATCH_BYTES": api["max_batch_bytes"],
         "MAX_BATCH_IMAGES": api["max_batch_images"],
+        "MAX_BATCH_PIXELS": api["max_batch_pixels"],
         "MAX_PIXELS": api["max_pixels"],
         "MIN_SIDE": api["min_side"],
         "INTRA_OP_THREADS": api["intra_op_threads"],
@@ -153,6 +155,7 @@ def predict_batch():
     """Classify several images in one ``session.run``; a bad image gets its own error entry."""
     config = current_app.config
     uploads = batch_uploads(request, config["MAX_BATCH_IMAGES"], config["MAX_BATCH_BYTES"])
+    _check_batch_pixels(uploads, config["MAX_BATCH_PIXELS"])
     predictor = _served_predictor()
     entries: list[dict | None] = []
     images, slots = [], []
@@ -167,6 +170,24 @@ def predict_batch():
     for slot, (label, probabilities) in zip(slots, predictor.classify_batch(images)):
         entries[slot] = _prediction(predictor, label, probabilities)
     return jsonify(entries)
+
+
+def _check_batch_pixels(uploads, budget: int) -> None:
+    """Refuse a batch whose images hold more than ``budget`` pixels in all, from their headers,
+    before any is decoded. An unreadable header counts nothing: that image gets its own error."""
+    total = 0
+    for upload in uploads:
+        try:
+            width, height = image_dimensions(upload.read())
+        except ImageError:
+            continue
+        finally:
+            upload.stream.seek(0)
+        total += width * height
+    if total > budget:
+        raise ApiError(413, "too_many_batch_pixels",
+                       f"the batch's images hold {total} pixels in all, more than the batch budget of "
+                       f"{budget} (api.max_batch_pixels); send fewer or smaller images per batch")
 
 
 @bp.get("/healthz")
@@ -219,10 +240,10 @@ def _http_error(exc: HTTPException) -> Response:
     """Werkzeug's own errors (404, 405, 413 ...) as JSON, keeping headers such as ``Allow``."""
     response = exc.get_response()
     status = exc.code or 500
-    message = exc.description or exc.name or "request failed"
+    code, message = error_code(status, exc.name or "error"), exc.description or exc.name or "request failed"
     if status == 413:
-        message = body_too_large(request.max_content_length)
-    response.set_data(jsonify(error_payload(error_code(status, exc.name or "error"), message)).get_data())
+        code, message = too_large(exc, request)
+    response.set_data(jsonify(error_payload(code, message)).get_data())
     response.content_type = "application/json"
     return response
 

@@ -45,7 +45,9 @@ class JsonErrorTask(ErrorTask):
         error = self.request.error
         server = self.channel.server
         if error.code == 413:
-            message = body_too_large(server.adj.max_request_body_size)
+            config = self.channel.app.config
+            larger = "api.max_batch_bytes" if config["MAX_BATCH_BYTES"] >= config["MAX_CONTENT_LENGTH"] else "api.max_bytes"
+            message = body_too_large(server.adj.max_request_body_size, f"{larger}, the server's cap on any body")
         else:
             message = f"{error.reason}: {error.body}"
         headers, body = server_error_answer(self.channel.app, error.code, message,
