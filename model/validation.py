@@ -2,8 +2,8 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
-Images are read by the API's rules (model/preprocess.py): PNG and JPEG only, and the pixel budget
-``api.max_pixels``, so a model is never trained on an image the API would refuse.
+Images are read by the API's rules (model/preprocess.py): PNG, JPEG and DICOM only, and the pixel
+budget ``api.max_pixels``, so a model is never trained on an image the API would refuse.
 An image found in two splits (same pixels) would leak training data into evaluation: its copies
 outside the earliest split (train, then validation, then test) are excluded and reported.
 """

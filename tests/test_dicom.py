@@ -7,7 +7,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from dicom_files import PATIENT_DATA, build_dicom, shipped, viewer_export
+from dicom_files import PATIENT_DATA, build_dicom, png_of, shipped, viewer_export
 from model.preprocess import (
     ImageError,
     MalformedDicom,
@@ -170,3 +170,36 @@ def test_every_refusal_is_an_image_error():
     for data, _ in built_refusals().values():
         with pytest.raises(ImageError):
             open_image(data)
+
+
+def test_a_dicom_in_a_class_folder_is_validated_and_trained_on_as_its_png_export(tmp_path, monkeypatch):
+    from helpers import config_variables
+    from model.config import load_params
+    from model.dataset import scan_dataset
+    from model.preprocess import image_bytes_to_array
+    from model.tfdata import make_tf_dataset
+    from model.validation import validate_dataset
+
+    for name in config_variables():
+        monkeypatch.delenv(name, raising=False)
+    params = load_params(environ={})
+    params["data"]["min_images_per_class"] = 0
+    classes = params["classes"]
+    data = build_dicom(ramp(0, 4095, shape=(64, 64)), photometric="MONOCHROME1", bits_stored=12,
+                       WindowCenter=2000, WindowWidth=3000)
+    (tmp_path / classes[0] / "images").mkdir(parents=True)
+    (tmp_path / classes[0] / "images" / "scan.dcm").write_bytes(data)
+    (tmp_path / classes[1]).mkdir()
+    (tmp_path / classes[1] / "export.png").write_bytes(png_of(viewer_export(data)))
+    (tmp_path / classes[1] / "broken.dcm").write_bytes(shipped("JPEG2000.dcm"))
+    dataset = scan_dataset(str(tmp_path), classes, params["data"]["split"], progress=False)
+    report, usable = validate_dataset(dataset, params, progress=False)
+    dicom_path, png_path = f"{classes[0]}/images/scan.dcm", f"{classes[1]}/export.png"
+    assert [c["path"] for c in report["corrupt"]] == [f"{classes[1]}/broken.dcm"]
+    assert "JPEG 2000" in report["corrupt"][0]["error"]
+    # Validation sees one picture: the DICOM decodes to exactly the pixels of the viewer's export.
+    assert [d["paths"] for d in report["duplicates_across_splits"]] == [sorted([dicom_path, png_path])]
+    examples = [e for path in (dicom_path, png_path) for e in dataset.examples if e.path == path]
+    batch, _ = next(iter(make_tf_dataset(dataset, examples, 32, 2)))
+    np.testing.assert_array_equal(batch[0].numpy(), image_bytes_to_array(data, 32))
+    np.testing.assert_array_equal(batch[0].numpy(), batch[1].numpy())
