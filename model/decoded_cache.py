@@ -11,8 +11,9 @@ writes what it decoded to ``<cache_dir>/decoded/<key>/``:
   scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
-label), the image size, the pixel budget (``api.max_pixels``), this format's version and the
-source of model/preprocess.py (the decoder). Any change to one of them is another key, so a stale
+label), the image size, the pixel budget (``api.max_pixels``), this format's version, the
+source of model/preprocess.py (the decoder, DICOM's included) and the versions of the libraries it
+decodes with (numpy, Pillow, pydicom). Any change to one of them is another key, so a stale
 entry is never read. A dataset scanned without hashes has no version: it is neither read from nor
 written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from model.dataset import Dataset, Example
+from model.preprocess import library_versions
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
@@ -45,8 +47,10 @@ PREPROCESS_SOURCE = Path(__file__).resolve().parent / "preprocess.py"
 
 
 def decoder_version() -> str:
-    """A hash of the decoding code: a change to model/preprocess.py invalidates every entry."""
-    return hashlib.sha256(PREPROCESS_SOURCE.read_bytes()).hexdigest()[:16]
+    """A hash of the decoding code and its libraries' versions: a change to model/preprocess.py, or
+    another numpy, Pillow or pydicom, invalidates every entry."""
+    libraries = json.dumps(library_versions(), sort_keys=True).encode()
+    return hashlib.sha256(PREPROCESS_SOURCE.read_bytes() + libraries).hexdigest()[:16]
 
 
 def to_stored(array: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,23 @@ def test_a_decoder_change_is_another_key(dataset_root, tmp_path, monkeypatch):
     assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"] // 2)
     monkeypatch.setattr(decoded_cache, "decoder_version", lambda: "another decoder")
     assert key != cache.key(dataset, IMAGE_SIZE, params["api"]["max_pixels"])
+
+
+def test_another_pydicom_or_a_moved_dicom_reader_is_another_decoder():
+    import inspect
+
+    import model.decoded_cache as decoded_cache
+    from model import preprocess
+
+    before = decoded_cache.decoder_version()
+    versions = preprocess.library_versions()
+    assert versions["pydicom"] and versions["pillow"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decoded_cache, "library_versions", lambda: {**versions, "pydicom": "99.0"})
+        assert decoded_cache.decoder_version() != before
+    # The DICOM reader is hashed with the decoder only while it lives in the hashed source.
+    for function in (preprocess.open_dicom, preprocess.dicom_to_gray8, preprocess.to_gray8):
+        assert Path(inspect.getsourcefile(function)).resolve() == decoded_cache.PREPROCESS_SOURCE
 
 
 def test_small_datasets_and_a_cache_turned_off_write_nothing(dataset_root, tmp_path):
