@@ -19,7 +19,9 @@ CHANNEL_TIMEOUT_S   the server closes a connection silent this long (``api.chann
 ==================  ===============================================================
 
 Every answer carries ``X-Model-Version`` and ``X-Request-ID`` and is counted, timed and logged as
-one JSON line (``api.requestlog``), errors included.
+one JSON line (``api.requestlog``), errors included. Two times are kept: from the app seeing the
+request (service time), and from the server having read all of it (``ARRIVED_ENVIRON_KEY``, set by
+api/serve.py), which includes the wait in waitress's queue for a worker: what a client waits.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from registry.store import STAGES, Registry
 LOG = logging.getLogger(__name__)
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests no endpoint matched
 SERVER_ROUTE = "server"  # ... and of those the HTTP server refused before the app saw them
+ARRIVED_ENVIRON_KEY = "xray.arrived"  # time.perf_counter() when the server had read the whole request
 
 bp = Blueprint("api", __name__)
 
@@ -256,15 +259,16 @@ def _unexpected_error(exc: Exception) -> Response:
 
 def _start_request() -> None:
     g.started = time.perf_counter()
+    g.arrived = request.environ.get(ARRIVED_ENVIRON_KEY) or g.started
     g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
     _metrics().in_flight.inc()
     g.in_flight = True
 
 
 def _account(metrics, rid: str, method: str, route: str, status: int, seconds: float,
-             version: str | None) -> list[tuple[str, str]]:
+             version: str | None, since_arrival: float | None = None) -> list[tuple[str, str]]:
     """Count, time and log one answer; return the headers every answer carries."""
-    metrics.observe_request(route, status, seconds)
+    metrics.observe_request(route, status, seconds, seconds if since_arrival is None else since_arrival)
     log_request(rid, method, route, status, seconds, version)
     return [("X-Model-Version", version or "none"), (REQUEST_ID_HEADER, rid)]
 
@@ -273,9 +277,11 @@ def _finish_response(response: Response) -> Response:
     """Mark the answer with the model version and request id; count, time and log the request."""
     predictor = g.get("predictor") or _holder().predictor
     route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    now = time.perf_counter()
+    seconds = now - g.get("started", now)
     for name, value in _account(_metrics(), g.get("request_id") or request_id(None), request.method, route,
-                                response.status_code, seconds, predictor.version if predictor else None):
+                                response.status_code, seconds, predictor.version if predictor else None,
+                                now - g.get("arrived", now)):
         response.headers[name] = value
     return response
 

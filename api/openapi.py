@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from api.requestlog import SANE_REQUEST_ID
+from api.requestlog import REQUEST_ID_RULE, SANE_REQUEST_ID
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -77,8 +77,8 @@ ANSWER_HEADERS = {
         "schema": {"type": "string"},
     },
     "X-Request-ID": {
-        "description": "The client's X-Request-ID when it is 1-128 characters of letters, digits "
-        "and `._:-`, else an id the server made; it is on the request's log line.",
+        "description": f"The client's X-Request-ID when it is {REQUEST_ID_RULE}, else an id the "
+        "server made; it is on the request's log line.",
         "required": True,
         "schema": {"type": "string", "pattern": f"^{SANE_REQUEST_ID.pattern}$"},
     },
@@ -88,7 +88,7 @@ REQUEST_ID_PARAMETER = {
     "name": "X-Request-ID",
     "in": "header",
     "required": False,
-    "description": "An id to follow this request by; echoed when sane.",
+    "description": f"An id to follow this request by; echoed when it is {REQUEST_ID_RULE}.",
     "schema": {"type": "string"},
 }
 
