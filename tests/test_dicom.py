@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicom_files import PATIENT_DATA, build_dicom, png_of, shipped, viewer_export
+from helpers import config_variables
+from model.config import load_params
+from model.dataset import scan_dataset
 from model.preprocess import (
     ImageError,
     MalformedDicom,
@@ -17,9 +19,12 @@ from model.preprocess import (
     UnsupportedDicom,
     UnsupportedTransferSyntax,
     WrongDimensions,
+    image_bytes_to_array,
     image_dimensions,
     open_image,
 )
+from model.tfdata import make_tf_dataset
+from model.validation import validate_dataset
 
 
 def gray(data: bytes, **limits) -> np.ndarray:
@@ -173,13 +178,6 @@ def test_every_refusal_is_an_image_error():
 
 
 def test_a_dicom_in_a_class_folder_is_validated_and_trained_on_as_its_png_export(tmp_path, monkeypatch):
-    from helpers import config_variables
-    from model.config import load_params
-    from model.dataset import scan_dataset
-    from model.preprocess import image_bytes_to_array
-    from model.tfdata import make_tf_dataset
-    from model.validation import validate_dataset
-
     for name in config_variables():
         monkeypatch.delenv(name, raising=False)
     params = load_params(environ={})
@@ -193,7 +191,7 @@ def test_a_dicom_in_a_class_folder_is_validated_and_trained_on_as_its_png_export
     (tmp_path / classes[1] / "export.png").write_bytes(png_of(viewer_export(data)))
     (tmp_path / classes[1] / "broken.dcm").write_bytes(shipped("JPEG2000.dcm"))
     dataset = scan_dataset(str(tmp_path), classes, params["data"]["split"], progress=False)
-    report, usable = validate_dataset(dataset, params, progress=False)
+    report, _ = validate_dataset(dataset, params, progress=False)
     dicom_path, png_path = f"{classes[0]}/images/scan.dcm", f"{classes[1]}/export.png"
     assert [c["path"] for c in report["corrupt"]] == [f"{classes[1]}/broken.dcm"]
     assert "JPEG 2000" in report["corrupt"][0]["error"]
