@@ -169,7 +169,7 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(
             f"the image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels, over the budget "
-            f"of {max_pixels}"
+            f"of {max_pixels} (api.max_pixels)"
         ) from exc
     except Image.UnidentifiedImageError as exc:
         other = other_image_format(data)
@@ -183,7 +183,8 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
 def _check_size(width: int, height: int, max_pixels: int, min_side: int) -> None:
     if width * height > max_pixels:
         raise TooManyPixels(
-            f"the image has {width}x{height} = {width * height} pixels, more than {max_pixels}"
+            f"the image has {width}x{height} = {width * height} pixels, more than {max_pixels} "
+            "(api.max_pixels)"
         )
     if min(width, height) < min_side:
         raise WrongDimensions(
