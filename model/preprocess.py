@@ -73,7 +73,7 @@ EXPLICIT_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"U
 BAND_PIXELS = 1 << 18
 # Errors pydicom or struct raise on a malformed header (it has no single base class for them).
 DICOM_PARSE_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-                      AttributeError, NotImplementedError, OverflowError, struct.error)
+                      AttributeError, NotImplementedError, OverflowError, RecursionError, struct.error)
 
 
 class ImageError(ValueError):
@@ -175,7 +175,8 @@ def _open_header(data: bytes, max_pixels: int) -> Image.Image:
         other = other_image_format(data)
         if other:
             raise UnsupportedFormat(f"{other} images are not accepted; send a PNG, JPEG or DICOM") from exc
-        raise NotAnImage("not an image: the data is neither PNG, JPEG nor DICOM") from exc
+        raise NotAnImage("not an image: the data is neither PNG, JPEG nor DICOM (a DICOM file starts "
+                         "with a 128-byte preamble and DICM)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImage(f"not an image: the PNG or JPEG header is broken ({exc})") from exc
 
@@ -232,6 +233,8 @@ def _dicom_header(data: bytes) -> DicomHeader:
     stream = io.BytesIO(data)
     try:
         dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+    except (EOFError, struct.error):
+        raise MalformedDicom("malformed DICOM: the file ends inside its header") from None
     except DICOM_PARSE_ERRORS as exc:
         # The exception's text may quote the file: only its kind is told.
         raise MalformedDicom(f"malformed DICOM: the header cannot be read ({type(exc).__name__})") from None
@@ -307,6 +310,7 @@ def _pixel_data(data: bytes, geometry: DicomGeometry) -> np.ndarray:
     group, element = struct.unpack_from(f"{endian}HH", data, offset)
     if (group << 16 | element) != PIXEL_DATA_TAG:
         raise UnsupportedDicom("DICOM float pixel data is not accepted; send integer pixel data")
+    # The header parse read this element's header whole before it stopped: it is all there.
     if header.syntax == ImplicitVRLittleEndian:
         (length,), start = struct.unpack_from("<I", data, offset + 4), offset + 8
     elif data[offset + 4:offset + 6] in EXPLICIT_LONG_VRS:

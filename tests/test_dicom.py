@@ -140,6 +140,7 @@ def built_refusals() -> dict[str, tuple[bytes, type]]:
                                                     UnsupportedTransferSyntax),
         "declared over the budget": (header_only, TooManyPixels),
         "file meta cut short": (good[:150], MalformedDicom),
+        "cut inside the pixel data header": (good[:good.rindex(b"\xe0\x7f\x10\x00") + 10], MalformedDicom),
         "garbage after the magic": (good[:132] + bytes(range(256)) * 4, MalformedDicom),
         "window width zero": (build_dicom(pixels, WindowCenter=10, WindowWidth=0), UnsupportedDicom),
         "1-bit pixels": (build_dicom(pixels, BitsAllocated=1), UnsupportedDicom),
