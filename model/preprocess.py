@@ -46,7 +46,7 @@ from importlib.metadata import version
 import numpy as np
 import pydicom
 import pydicom.config
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from PIL import Image
@@ -72,7 +72,7 @@ EXPLICIT_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"U
 # Rows of float arithmetic at a time: a band of 2**18 pixels costs 2 MB in float64.
 BAND_PIXELS = 1 << 18
 # Errors pydicom or struct raise on a malformed header (it has no single base class for them).
-DICOM_PARSE_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+DICOM_PARSE_ERRORS = (InvalidDicomError, BytesLengthException, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
                       AttributeError, NotImplementedError, OverflowError, RecursionError, struct.error)
 
 
@@ -268,9 +268,12 @@ class DicomGeometry:
         except DICOM_PARSE_ERRORS:
             raise MalformedDicom("malformed DICOM: Rows, Columns or BitsAllocated is missing or not a "
                                  "number") from None
-        big = header.syntax == ExplicitVRBigEndian
-        kind = "i" if self.signed else "u"
-        self.dtype = np.dtype(f"{'>' if big else '<'}{kind}{max(1, self.bits_allocated // 8)}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The stored samples' type (once ``bits_allocated`` is known to be 8, 16 or 32)."""
+        big = self.header.syntax == ExplicitVRBigEndian
+        return np.dtype(f"{'>' if big else '<'}{'i' if self.signed else 'u'}{self.bits_allocated // 8}")
 
 
 PHOTOMETRIC_NAMES = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
