@@ -39,6 +39,7 @@ Rules every path follows (API, data validation, training):
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 from importlib.metadata import version
@@ -72,8 +73,9 @@ EXPLICIT_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"U
 # Rows of float arithmetic at a time: a band of 2**18 pixels costs 2 MB in float64.
 BAND_PIXELS = 1 << 18
 # Errors pydicom or struct raise on a malformed header (it has no single base class for them).
-DICOM_PARSE_ERRORS = (InvalidDicomError, BytesLengthException, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-                      AttributeError, NotImplementedError, OverflowError, RecursionError, struct.error)
+DICOM_PARSE_ERRORS = (InvalidDicomError, BytesLengthException, EOFError, OSError, ValueError, KeyError,
+                      IndexError, TypeError, AttributeError, NotImplementedError, OverflowError,
+                      RecursionError, struct.error)
 
 
 class ImageError(ValueError):
@@ -354,6 +356,12 @@ def _dicom_number(dataset: pydicom.Dataset, name: str) -> float:
     return float(value)
 
 
+def _finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise MalformedDicom(f"malformed DICOM: {name} is not a finite number")
+    return value
+
+
 def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """The VOI window of DICOM PS3.3 C.11.2.1.2 onto [0, 1] (clipped by the caller)."""
     if function == "SIGMOID":
@@ -374,8 +382,8 @@ def _voi_rule(geometry: DicomGeometry):
             def modality(values):
                 return apply_modality_lut(values, dataset).astype(np.float64)
         else:
-            slope = float(dataset.get("RescaleSlope") or 1.0)
-            intercept = float(dataset.get("RescaleIntercept") or 0.0)
+            slope = _finite(float(dataset.get("RescaleSlope") or 1.0), "RescaleSlope")
+            intercept = _finite(float(dataset.get("RescaleIntercept") or 0.0), "RescaleIntercept")
 
             def modality(values):
                 return values * slope + intercept
@@ -384,8 +392,8 @@ def _voi_rule(geometry: DicomGeometry):
             return lambda values: apply_voi_lut(np.rint(modality(values)).astype(np.int64), dataset,
                                                 prefer_lut=True).astype(np.float64) / top
         if "WindowCenter" in dataset and "WindowWidth" in dataset:
-            center = _dicom_number(dataset, "WindowCenter")
-            width = _dicom_number(dataset, "WindowWidth")
+            center = _finite(_dicom_number(dataset, "WindowCenter"), "WindowCenter")
+            width = _finite(_dicom_number(dataset, "WindowWidth"), "WindowWidth")
             function = str(dataset.get("VOILUTFunction") or "LINEAR").strip().upper()
             if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
                 function = "LINEAR"
@@ -413,7 +421,7 @@ def dicom_to_gray8(data: bytes, geometry: DicomGeometry) -> np.ndarray:
     invert = geometry.photometric == "MONOCHROME1"
     rows, columns = geometry.shape
     gray = np.empty((rows, columns), dtype=np.uint8)
-    step = max(1, BAND_PIXELS // columns)
+    step = max(1, BAND_PIXELS // max(1, columns))
     for top in range(0, rows, step):
         try:
             display = np.asarray(to_display(_stored_values(stored[top:top + step], geometry)), dtype=np.float64)

@@ -220,3 +220,10 @@ def test_damaged_dicom_files_are_refused_as_image_errors_never_crash_the_reader(
         except ImageError:
             refused += 1
     assert refused > 30  # the damage reached the parser often enough to mean something
+
+
+def test_a_rescale_or_window_that_is_not_a_finite_number_is_malformed():
+    pixels = ramp(0, 4095)
+    for attributes in ({"RescaleSlope": "NaN", "RescaleIntercept": "0"}, {"WindowCenter": "inf", "WindowWidth": "10"}):
+        with pytest.raises(MalformedDicom, match="is not a finite number"):
+            open_image(build_dicom(pixels, **attributes))
