@@ -204,6 +204,7 @@ def test_a_dicom_in_a_class_folder_is_validated_and_trained_on_as_its_png_export
     np.testing.assert_array_equal(batch[0].numpy(), batch[1].numpy())
 
 
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")  # pydicom reads the damage leniently
 def test_damaged_dicom_files_are_refused_as_image_errors_never_crash_the_reader():
     """Cut or overwritten bytes anywhere in a file (header, attributes, pixels) end as an
     ImageError or as a readable image: never another exception, which the API would answer 500."""
