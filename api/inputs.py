@@ -1,7 +1,7 @@
 """What a prediction request carries: the image of ``/predict``, the images of ``/predict/batch``.
 
 Only the transport is checked here (media type, field names, counts, body size); whether the bytes
-are a usable image is ``model.preprocess``'s call.
+are a usable image is ``core.preprocess``'s call.
 """
 
 from __future__ import annotations

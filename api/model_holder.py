@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.predictor import ModelUnusable, Predictor
-from storage import StorageError
+from core.predictor import ModelUnusable, Predictor
 from registry.store import MODEL_FILE, Registry, RegistryError
+from storage import StorageError
 
 LOG = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ writes what it decoded to ``<cache_dir>/decoded/<key>/``:
   found (the pixels' digest, mode and size and the file's row in ``images.npy``, or why it is
   unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
-  scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
+  scaling to [0, 1] (``core.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
 label), the image size, the pixel budget (``api.max_pixels``), this format's version, the
-source of model/preprocess.py (the decoder, DICOM's included) and the versions of the libraries it
+source of core/preprocess.py (the decoder, DICOM's included) and the versions of the libraries it
 decodes with (numpy, Pillow, pydicom). Any change to one of them is another key, so a stale
 entry is never read. A dataset scanned without hashes has no version: it is neither read from nor
 written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
@@ -36,18 +36,19 @@ from pathlib import Path
 
 import numpy as np
 
+import core.preprocess
+from core.preprocess import library_versions
 from model.dataset import Dataset, Example
-from model.preprocess import library_versions
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
-PREPROCESS_SOURCE = Path(__file__).resolve().parent / "preprocess.py"
+PREPROCESS_SOURCE = Path(core.preprocess.__file__).resolve()
 
 
 def decoder_version() -> str:
-    """A hash of the decoding code and its libraries' versions: a change to model/preprocess.py, or
+    """A hash of the decoding code and its libraries' versions: a change to core/preprocess.py, or
     another numpy, Pillow or pydicom, invalidates every entry."""
     libraries = json.dumps(library_versions(), sort_keys=True).encode()
     return hashlib.sha256(PREPROCESS_SOURCE.read_bytes() + libraries).hexdigest()[:16]
@@ -110,7 +111,7 @@ class DecodedCache:
         self.min_images = min_images
 
     @classmethod
-    def from_params(cls, params: dict) -> "DecodedCache | None":
+    def from_params(cls, params: dict) -> DecodedCache | None:
         """The cache that params.yaml asks for; None when ``speed.decoded_cache`` is off (or absent,
         as in params recorded before it existed)."""
         speed = params.get("speed") or {}

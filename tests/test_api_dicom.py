@@ -7,9 +7,7 @@ import logging
 import warnings
 
 import numpy as np
-
-from api_helpers import MAX_BATCH_PIXELS, MAX_BYTES, assert_json_error, image_bytes
-from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
+from api_helpers import MAX_BATCH_PIXELS, MAX_BYTES, api, assert_json_error, image_bytes, production, registry, serve  # noqa: F401  (fixtures)
 from dicom_files import PATIENT_DATA, build_dicom, png_of, shipped, viewer_export
 
 DICOM = {"Content-Type": "application/dicom"}

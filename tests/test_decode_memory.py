@@ -11,16 +11,15 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dicom_files import build_dicom
 from helpers import REPO_ROOT, clean_env
+from PIL import Image
 
 SIDE = 4000  # 16 M pixels: 32 MB as 16-bit samples, large enough that a full-size float copy shows
 MEASURE = r"""
 import json, sys
 import numpy as np
-from model.preprocess import image_bytes_to_array
+from core.preprocess import image_bytes_to_array
 
 def status(field):
     with open("/proc/self/status") as handle:

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 import model.validation as validation
-from model.config import load_params
+from core.config import load_params
+from core.preprocess import image_bytes_to_array
 from model.dataset import scan_dataset
 from model.decoded_cache import DecodedCache, DecodedDataset
-from model.preprocess import image_bytes_to_array
 from model.validation import validate_dataset
 
 IMAGE_SIZE = 32
@@ -171,7 +171,7 @@ def test_another_pydicom_or_a_moved_dicom_reader_is_another_decoder():
     import inspect
 
     import model.decoded_cache as decoded_cache
-    from model import preprocess
+    from core import preprocess
 
     before = decoded_cache.decoder_version()
     versions = preprocess.library_versions()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset
-
 from dicom_files import PATIENT_DATA, build_dicom, png_of, shipped, viewer_export
 from helpers import config_variables
-from model.config import load_params
-from model.dataset import scan_dataset
-from model.preprocess import (
+from pydicom.dataset import Dataset
+
+from core.config import load_params
+from core.preprocess import (
     ImageError,
     MalformedDicom,
     NoPixelData,
@@ -23,6 +22,7 @@ from model.preprocess import (
     image_dimensions,
     open_image,
 )
+from model.dataset import scan_dataset
 from model.tfdata import make_tf_dataset
 from model.validation import validate_dataset
 

@@ -47,10 +47,10 @@ from importlib.metadata import version
 import numpy as np
 import pydicom
 import pydicom.config
+from PIL import Image
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from PIL import Image
 
 # pydicom warns about invalid values quoting them (a patient's name, say): never read them aloud.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
