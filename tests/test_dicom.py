@@ -196,8 +196,9 @@ def test_a_dicom_in_a_class_folder_is_validated_and_trained_on_as_its_png_export
     dicom_path, png_path = f"{classes[0]}/images/scan.dcm", f"{classes[1]}/export.png"
     assert [c["path"] for c in report["corrupt"]] == [f"{classes[1]}/broken.dcm"]
     assert "JPEG 2000" in report["corrupt"][0]["error"]
-    # Validation sees one picture: the DICOM decodes to exactly the pixels of the viewer's export.
-    assert [d["paths"] for d in report["duplicates_across_splits"]] == [sorted([dicom_path, png_path])]
+    # Validation sees one picture under two classes: the DICOM and the viewer's export of it.
+    conflicts = [sorted(member["path"] for member in group) for group in report["groups"]["conflict_groups"]]
+    assert conflicts == [sorted([dicom_path, png_path])]
     examples = [e for path in (dicom_path, png_path) for e in dataset.examples if e.path == path]
     batch, _ = next(iter(make_tf_dataset(dataset, examples, 32, 2)))
     np.testing.assert_array_equal(batch[0].numpy(), image_bytes_to_array(data, 32))
