@@ -11,6 +11,7 @@ RELOAD_INTERVAL_S   seconds between looks at the pointer; 0 looks only at start
 MAX_CONTENT_LENGTH  larger ``/predict`` bodies answer 413 (``api.max_bytes``)
 MAX_BATCH_BYTES     larger ``/predict/batch`` bodies answer 413 (``api.max_batch_bytes``)
 MAX_BATCH_IMAGES    more images in one batch answer 413 (``api.max_batch_images``)
+MAX_BATCH_PIXELS    more pixels in one batch's images answer 413 (``api.max_batch_pixels``)
 MAX_PIXELS          larger images answer 413 (``api.max_pixels``)
 MIN_SIDE            images with a smaller side answer 400 (``api.min_side``)
 INTRA_OP_THREADS    onnxruntime threads per inference; 0 uses every core
@@ -18,7 +19,9 @@ CHANNEL_TIMEOUT_S   the server closes a connection silent this long (``api.chann
 ==================  ===============================================================
 
 Every answer carries ``X-Model-Version`` and ``X-Request-ID`` and is counted, timed and logged as
-one JSON line (``api.requestlog``), errors included.
+one JSON line (``api.requestlog``), errors included. Two times are kept: from the app seeing the
+request (service time), and from the server having read all of it (``ARRIVED_ENVIRON_KEY``, set by
+api/serve.py), which includes the wait in waitress's queue for a worker: what a client waits.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from api.errors import ApiError, body_too_large, error_code, error_payload
+from api.errors import ApiError, error_code, error_payload, too_large
 from api.inputs import batch_uploads, single_image_bytes
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
@@ -41,12 +44,13 @@ from api.openapi import openapi_document
 from api.requestlog import REQUEST_ID_HEADER, log_request, request_id
 from core.config import ConfigError, load_params
 from core.predictor import Predictor
-from core.preprocess import ImageError, image_bytes_to_array
+from core.preprocess import ImageError, image_bytes_to_array, image_dimensions
 from registry.store import STAGES, Registry
 
 LOG = logging.getLogger(__name__)
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests no endpoint matched
 SERVER_ROUTE = "server"  # ... and of those the HTTP server refused before the app saw them
+ARRIVED_ENVIRON_KEY = "xray.arrived"  # time.perf_counter() when the server had read the whole request
 
 bp = Blueprint("api", __name__)
 
@@ -62,6 +66,7 @@ def default_config(params: Mapping[str, Any]) -> dict:
         "MAX_CONTENT_LENGTH": api["max_bytes"],
         "MAX_BATCH_BYTES": api["max_batch_bytes"],
         "MAX_BATCH_IMAGES": api["max_batch_images"],
+        "MAX_BATCH_PIXELS": api["max_batch_pixels"],
         "MAX_PIXELS": api["max_pixels"],
         "MIN_SIDE": api["min_side"],
         "INTRA_OP_THREADS": api["intra_op_threads"],
@@ -154,6 +159,7 @@ def predict_batch():
     """Classify several images in one ``session.run``; a bad image gets its own error entry."""
     config = current_app.config
     uploads = batch_uploads(request, config["MAX_BATCH_IMAGES"], config["MAX_BATCH_BYTES"])
+    _check_batch_pixels(uploads, config["MAX_BATCH_PIXELS"])
     predictor = _served_predictor()
     entries: list[dict | None] = []
     images, slots = [], []
@@ -168,6 +174,24 @@ def predict_batch():
     for slot, (label, probabilities) in zip(slots, predictor.classify_batch(images)):
         entries[slot] = _prediction(predictor, label, probabilities)
     return jsonify(entries)
+
+
+def _check_batch_pixels(uploads, budget: int) -> None:
+    """Refuse a batch whose images hold more than ``budget`` pixels in all, from their headers,
+    before any is decoded. An unreadable header counts nothing: that image gets its own error."""
+    total = 0
+    for upload in uploads:
+        try:
+            width, height = image_dimensions(upload.read())
+        except ImageError:
+            continue
+        finally:
+            upload.stream.seek(0)
+        total += width * height
+    if total > budget:
+        raise ApiError(413, "too_many_batch_pixels",
+                       f"the batch's images hold {total} pixels in all, more than the batch budget of "
+                       f"{budget} (api.max_batch_pixels); send fewer or smaller images per batch")
 
 
 @bp.get("/healthz")
@@ -220,10 +244,10 @@ def _http_error(exc: HTTPException) -> Response:
     """Werkzeug's own errors (404, 405, 413 ...) as JSON, keeping headers such as ``Allow``."""
     response = exc.get_response()
     status = exc.code or 500
-    message = exc.description or exc.name or "request failed"
+    code, message = error_code(status, exc.name or "error"), exc.description or exc.name or "request failed"
     if status == 413:
-        message = body_too_large(request.max_content_length)
-    response.set_data(jsonify(error_payload(error_code(status, exc.name or "error"), message)).get_data())
+        code, message = too_large(exc, request)
+    response.set_data(jsonify(error_payload(code, message)).get_data())
     response.content_type = "application/json"
     return response
 
@@ -236,15 +260,16 @@ def _unexpected_error(exc: Exception) -> Response:
 
 def _start_request() -> None:
     g.started = time.perf_counter()
+    g.arrived = request.environ.get(ARRIVED_ENVIRON_KEY) or g.started
     g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
     _metrics().in_flight.inc()
     g.in_flight = True
 
 
 def _account(metrics, rid: str, method: str, route: str, status: int, seconds: float,
-             version: str | None) -> list[tuple[str, str]]:
+             version: str | None, since_arrival: float | None = None) -> list[tuple[str, str]]:
     """Count, time and log one answer; return the headers every answer carries."""
-    metrics.observe_request(route, status, seconds)
+    metrics.observe_request(route, status, seconds, seconds if since_arrival is None else since_arrival)
     log_request(rid, method, route, status, seconds, version)
     return [("X-Model-Version", version or "none"), (REQUEST_ID_HEADER, rid)]
 
@@ -253,9 +278,11 @@ def _finish_response(response: Response) -> Response:
     """Mark the answer with the model version and request id; count, time and log the request."""
     predictor = g.get("predictor") or _holder().predictor
     route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    now = time.perf_counter()
+    seconds = now - g.get("started", now)
     for name, value in _account(_metrics(), g.get("request_id") or request_id(None), request.method, route,
-                                response.status_code, seconds, predictor.version if predictor else None):
+                                response.status_code, seconds, predictor.version if predictor else None,
+                                now - g.get("arrived", now)):
         response.headers[name] = value
     return response
 

@@ -1,7 +1,7 @@
 """What a prediction request carries: the image of ``/predict``, the images of ``/predict/batch``.
 
 Only the transport is checked here (media type, field names, counts, body size); whether the bytes
-are a usable image is ``model.preprocess``'s call.
+are a usable image is ``core.preprocess``'s call.
 """
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from werkzeug.datastructures import FileStorage
 
 from api.errors import ApiError
 
-RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "application/dicom", "application/octet-stream")
 MULTIPART = "multipart/form-data"
 FIELD = "image"
 
 
-def _missing_field() -> ApiError:
+def _missing_field(request: Request) -> ApiError:
+    if FIELD in request.form:  # werkzeug reads a part without a filename as text: its bytes are gone
+        return ApiError(400, "image_without_filename",
+                        f"the multipart field {FIELD!r} has no filename, so it was read as text and its "
+                        "bytes are lost; send it as a file part (Content-Disposition: form-data; "
+                        f"name=\"{FIELD}\"; filename=\"x.png\"), e.g. curl -F {FIELD}=@x.png")
     return ApiError(400, "missing_field", f"multipart requests carry each image in a field {FIELD!r}")
 
 
@@ -31,7 +36,7 @@ def single_image_bytes(request: Request) -> bytes:
     if mimetype == MULTIPART:
         uploads = request.files.getlist(FIELD)
         if not uploads:
-            raise _missing_field()
+            raise _missing_field(request)
         if len(uploads) > 1:
             raise ApiError(400, "too_many_images",
                            f"{len(uploads)} images sent; /predict takes one, /predict/batch several")
@@ -52,8 +57,9 @@ def batch_uploads(request: Request, max_images: int, max_bytes: int) -> list[Fil
         raise _unsupported(request.mimetype, f"{MULTIPART} with one field {FIELD!r} per image")
     request.max_content_length = max_bytes
     uploads = request.files.getlist(FIELD)
-    if not uploads:
-        raise _missing_field()
+    if not uploads or FIELD in request.form:
+        raise _missing_field(request)
     if len(uploads) > max_images:
-        raise ApiError(413, "too_many_images", f"{len(uploads)} images sent; a batch holds at most {max_images}")
+        raise ApiError(413, "too_many_images", f"{len(uploads)} images sent; a batch holds at most "
+                       f"{max_images} (api.max_batch_images)")
     return uploads

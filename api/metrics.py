@@ -56,17 +56,23 @@ class Metrics:
         self.requests = Counter("xray_api_requests", "HTTP requests answered, by route and status.",
                                 ["route", "status"], registry=self.registry)
         self.latency = Histogram("xray_api_request_duration_seconds",
-                                 "Time from a request reaching the app to its answer, by route.",
+                                 "Time from a request reaching the app to its answer (service time), by route.",
                                  ["route"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.arrival_latency = Histogram(
+            "xray_api_request_latency_seconds",
+            "Time from the server having read the whole request to its answer, by route: the service "
+            "time plus the wait in the server's queue for a worker, what a client waits.",
+            ["route"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.in_flight = Gauge("xray_api_requests_in_flight", "Requests being answered now.",
                                registry=self.registry)
         self.images = Counter("xray_api_images", "Images received by /predict and /predict/batch, by result "
                               "(ok, or the error code).", ["result"], registry=self.registry)
         self.registry.register(ModelCollector(holder))
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
+    def observe_request(self, route: str, status: int, seconds: float, since_arrival: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+        self.arrival_latency.labels(route).observe(since_arrival)
 
     def count_image(self, result: str) -> None:
         self.images.labels(result).inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from api.requestlog import SANE_REQUEST_ID
+from api.requestlog import REQUEST_ID_RULE, SANE_REQUEST_ID
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -78,8 +78,8 @@ ANSWER_HEADERS = {
         "schema": {"type": "string"},
     },
     "X-Request-ID": {
-        "description": "The client's X-Request-ID when it is 1-128 characters of letters, digits "
-        "and `._:-`, else an id the server made; it is on the request's log line.",
+        "description": f"The client's X-Request-ID when it is {REQUEST_ID_RULE}, else an id the "
+        "server made; it is on the request's log line.",
         "required": True,
         "schema": {"type": "string", "pattern": f"^{SANE_REQUEST_ID.pattern}$"},
     },
@@ -89,7 +89,7 @@ REQUEST_ID_PARAMETER = {
     "name": "X-Request-ID",
     "in": "header",
     "required": False,
-    "description": "An id to follow this request by; echoed when sane.",
+    "description": f"An id to follow this request by; echoed when it is {REQUEST_ID_RULE}.",
     "schema": {"type": "string"},
 }
 
@@ -128,10 +128,13 @@ def openapi_document(config: Mapping[str, Any]) -> dict:
     max_bytes, max_pixels = config["MAX_CONTENT_LENGTH"], config["MAX_PIXELS"]
     min_side = config["MIN_SIDE"]
     max_images, max_batch_bytes = config["MAX_BATCH_IMAGES"], config["MAX_BATCH_BYTES"]
+    max_batch_pixels = config["MAX_BATCH_PIXELS"]
     binary = {"schema": {"type": "string", "format": "binary"}}
     no_model = _error("No model is loaded yet.")
-    image_rules = (f"PNG or JPEG only (gray, RGB, 16-bit gray: see the README for the 16-bit rule), at "
-                   f"most {max_pixels} pixels, each side at least {min_side} pixels.")
+    image_rules = (f"PNG, JPEG (gray, RGB, 16-bit gray: see the README for the 16-bit rule) or uncompressed "
+                   f"single-frame grayscale DICOM (Modality LUT, then the VOI LUT or window of its header, "
+                   f"MONOCHROME1 inverted), at most {max_pixels} pixels (read from the header before "
+                   f"decoding), each side at least {min_side} pixels. Multipart image parts need a filename.")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -151,6 +154,7 @@ def openapi_document(config: Mapping[str, Any]) -> dict:
                     "content": {
                         "image/png": binary,
                         "image/jpeg": binary,
+                        "application/dicom": binary,
                         "application/octet-stream": binary,
                         "multipart/form-data": {"schema": {
                             "type": "object",
@@ -162,16 +166,23 @@ def openapi_document(config: Mapping[str, Any]) -> dict:
                 responses={
                     "200": _answer("The prediction.", _ref("Prediction")),
                     "400": _error("Not an image, an empty body, a truncated image, an image smaller "
-                                  "than the minimum side, no multipart field `image`, or several."),
-                    "413": _error("Too many bytes in the body, or too many pixels in the image."),
-                    "415": _error("Unsupported Content-Type, or an image format other than PNG and JPEG."),
+                                  "than the minimum side, no multipart field `image`, several, one "
+                                  "without a filename; a malformed, multi-frame or colour DICOM, or one "
+                                  "without pixel data."),
+                    "413": _error(f"Too many bytes in the body (over {max_bytes}, `too_many_bytes`), too "
+                                  "many pixels in the image (`too_many_pixels`), a multipart text field "
+                                  "over werkzeug's limit (`form_field_too_large`) or too many multipart "
+                                  "parts (`too_many_parts`); the message names the limit."),
+                    "415": _error("Unsupported Content-Type, an image format other than PNG, JPEG and "
+                                  "DICOM, or a compressed DICOM transfer syntax (named in the message)."),
                     "503": no_model,
                 },
             )},
             "/predict/batch": {"post": _operation(
                 "Classify several chest X-ray images in one call.",
-                description=f"Multipart with one field `image` per image, at most {max_images} images "
-                f"and {max_batch_bytes} bytes in all. {image_rules} The answer lists one entry per "
+                description=f"Multipart with one field `image` per image, at most {max_images} images, "
+                f"{max_batch_bytes} bytes and {max_batch_pixels} pixels in all (read from the images' "
+                f"headers before any is decoded). {image_rules} The answer lists one entry per "
                 "image, in order: its prediction, or its own error (a bad image never fails the batch).",
                 body={
                     "required": True,
@@ -186,8 +197,11 @@ def openapi_document(config: Mapping[str, Any]) -> dict:
                         "type": "array",
                         "items": {"oneOf": [_ref("Prediction"), _ref("Error")]},
                     }),
-                    "400": _error("No multipart field `image`."),
-                    "413": _error(f"More than {max_images} images, or more than {max_batch_bytes} bytes."),
+                    "400": _error("No multipart field `image`, or one without a filename."),
+                    "413": _error(f"More than {max_images} images (`too_many_images`), more than "
+                                  f"{max_batch_bytes} bytes (`too_many_bytes`), more than {max_batch_pixels} "
+                                  "pixels in all (`too_many_batch_pixels`), or a multipart limit of "
+                                  "werkzeug (`form_field_too_large`, `too_many_parts`)."),
                     "415": _error("Not multipart/form-data."),
                     "503": no_model,
                 },

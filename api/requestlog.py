@@ -1,8 +1,8 @@
 """Request ids and the one structured (JSON) log line written per request.
 
-A client's ``X-Request-ID`` is echoed when it is sane (1-128 characters of letters, digits and
-``._:-``), so it can be followed across services; anything else, or none, gets a fresh id, so a
-log line never carries what a client injected.
+A client's ``X-Request-ID`` is echoed when it is sane (:data:`REQUEST_ID_RULE`, checked by
+:data:`SANE_REQUEST_ID`, which the OpenAPI document quotes), so it can be followed across services;
+anything else, or none, gets a fresh id, so a log line never carries what a client injected.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import uuid
 from datetime import UTC, datetime
 
 REQUEST_ID_HEADER = "X-Request-ID"
-SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# The one rule for a client's id: its words (docs, OpenAPI) and its pattern say the same.
+REQUEST_ID_RULE = "1-128 characters of letters, digits and `._:-`"
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ACCESS_LOG = logging.getLogger("api.access")
 
 

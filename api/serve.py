@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -19,10 +20,11 @@ import waitress
 from flask import Flask
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 
-from api.app import create_app, server_error_answer
+from api.app import ARRIVED_ENVIRON_KEY, create_app, server_error_answer
 from api.errors import body_too_large
 from api.requestlog import configure_logging
 from core.config import ConfigError, describe, load_params
@@ -45,7 +47,9 @@ class JsonErrorTask(ErrorTask):
         error = self.request.error
         server = self.channel.server
         if error.code == 413:
-            message = body_too_large(server.adj.max_request_body_size)
+            config = self.channel.app.config
+            larger = "api.max_batch_bytes" if config["MAX_BATCH_BYTES"] >= config["MAX_CONTENT_LENGTH"] else "api.max_bytes"
+            message = body_too_large(server.adj.max_request_body_size, f"{larger}, the server's cap on any body")
         else:
             message = f"{error.reason}: {error.body}"
         headers, body = server_error_answer(self.channel.app, error.code, message,
@@ -58,9 +62,34 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class JsonErrorChannel(HTTPChannel):
-    """A waitress channel whose own error answers are the API's; ``app`` is set per server."""
+class TimedRequestParser(HTTPRequestParser):
+    """A request that notes when waitress has read all of it: from then on it waits in waitress's
+    queue for a worker, and that wait is part of what the client waits."""
 
+    arrived: float | None = None
+
+    def received(self, data: bytes) -> int:
+        consumed = super().received(data)
+        if self.completed and self.arrived is None:
+            self.arrived = time.perf_counter()
+        return consumed
+
+
+class TimedWSGITask(WSGITask):
+    """Hands the request's arrival time to the app in the WSGI environment."""
+
+    def get_environment(self):
+        environ = super().get_environment()
+        environ.setdefault(ARRIVED_ENVIRON_KEY, getattr(self.request, "arrived", None))
+        return environ
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress channel whose own error answers are the API's and whose requests carry their
+    arrival time; ``app`` is set per server."""
+
+    parser_class = TimedRequestParser
+    task_class = TimedWSGITask
     error_task_class = JsonErrorTask
     app: Flask
 

@@ -6,7 +6,12 @@ another process, against the in-process limit on the same bytes.
   the project's own ``model.export`` and registered in ``.run/bench/registry``: inference costs the
   same whatever the weights, and it needs no dataset nor minutes of training.
 - The body: the first image of the sample dataset (``model.synthetic``), a 299x299 PNG, the size
-  of the Kaggle images.
+  of the Kaggle images; then, at concurrency 1, the same picture at a real radiograph's size
+  (2048x2048) as an 8-bit and a 16-bit PNG, with the peak memory of one request: decode,
+  preprocess and ``session.run`` in a fresh process, the growth of its resident high-water mark
+  (``/proc/self/clear_refs``, Linux) with a fixed mmap threshold, so that no buffer hides in memory
+  an earlier request left to the allocator (in a long-running server, glibc keeps freed memory per
+  thread, and its resident size tells what it once held, not what a request needs).
 - The limit: threads calling ``image_bytes_to_array`` + ``Predictor.classify`` (the API's own
   code) in a loop, no HTTP, with onnxruntime on every core and with one thread per call; the
   better of the two counts at each concurrency.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -45,6 +51,8 @@ QUICK_CONCURRENCY = (1, 4)
 TARGET_RATIO_C4 = 0.85  # API throughput at concurrency 4, as a share of the limit's
 TARGET_P50_SLACK_MS = 1.5  # API p50 at concurrency 1 may exceed the limit's by this much
 TARGET_CPU_RATIO = 1.3  # API CPU per request, as a multiple of the limit's
+LARGE_SIDE = 2048  # a real radiograph's size
+SMALL_IMAGE = "299px 8-bit PNG"
 WRK_SCRIPT = """
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
@@ -99,6 +107,23 @@ def bench_image(params: dict) -> bytes:
     buffer = io.BytesIO()
     render(label, image_seed(sample["seed"], label, 1), sample["image_size"]).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def large_images(params: dict) -> dict[str, bytes]:
+    """The benchmark's picture at ``LARGE_SIDE`` px, as an 8-bit and a 16-bit gray PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from model.synthetic import image_seed, render
+
+    label, sample = params["classes"][0], params["sample_data"]
+    picture = np.asarray(render(label, image_seed(sample["seed"], label, 1), LARGE_SIDE).convert("L"))
+    bodies = {}
+    for bits, pixels in ((8, picture), (16, picture.astype(np.uint16) * 257)):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        bodies[f"{LARGE_SIDE}px {bits}-bit PNG"] = buffer.getvalue()
+    return bodies
 
 
 @dataclass
@@ -207,6 +232,46 @@ def best_limit(model: ServedModel, png: bytes, concurrency: int, seconds: float,
     return max(measures, key=lambda item: item.per_second)
 
 
+PEAK_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from bench.serving import ServedModel, load_predictor
+from core.preprocess import image_bytes_to_array
+
+def status(field):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith(field))
+
+registry_uri, stage, version, body, warm, max_pixels = sys.argv[1:7]
+predictor = load_predictor(ServedModel(registry_uri, stage, version, ""), 1)
+for path in (warm, body):
+    data = Path(path).read_bytes()
+    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts from now
+    before = status("VmRSS:")
+    predictor.classify(image_bytes_to_array(data, predictor.image_size, max_pixels=int(max_pixels)))
+    peak = status("VmHWM:") - before
+print(json.dumps({"peak_bytes": peak}))
+"""
+
+
+def request_peak_bytes(model: ServedModel, body: bytes, warm: bytes, api: dict) -> int | None:
+    """Peak memory of one request (decode, preprocess, session.run) in a fresh process; None where
+    /proc cannot tell (not Linux)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    with tempfile.TemporaryDirectory() as work:
+        Path(work, "body").write_bytes(body)
+        Path(work, "warm").write_bytes(warm)
+        result = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, model.registry_uri, model.stage, model.version,
+             str(Path(work, "body")), str(Path(work, "warm")), str(api["max_pixels"])],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
+    if result.returncode != 0:
+        raise BenchError(f"measuring a request's peak memory failed: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout)["peak_bytes"]
+
+
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of a process (its threads included), from /proc; None elsewhere."""
     try:
@@ -302,9 +367,11 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def table_row(concurrency: int, limit: Measure, api: Measure) -> dict:
+def table_row(concurrency: int, limit: Measure, api: Measure, image: str = SMALL_IMAGE,
+              peak_bytes: int | None = None) -> dict:
     return {
         "c": concurrency,
+        "image": image,
         "limit img/s": round(limit.per_second),
         "limit p50 ms": _ms(limit.p50_ms),
         "limit p99 ms": _ms(limit.p99_ms),
@@ -316,6 +383,7 @@ def table_row(concurrency: int, limit: Measure, api: Measure) -> dict:
         "API CPU ms": _ms(api.cpu_ms),
         "API/limit": round(api.per_second / limit.per_second, 2) if limit.per_second else None,
         "errors": api.errors,
+        "peak MB/req": None if peak_bytes is None else round(peak_bytes / 1e6, 1),
     }
 
 
@@ -349,23 +417,31 @@ def run(params: dict, quick: bool) -> dict:
     load_before = os.getloadavg()[0]
     model, png = served_model(params), bench_image(params)
     limits = {c: best_limit(model, png, c, seconds, api) for c in concurrencies}
+    large = large_images(params)
+    large_limits = {name: best_limit(model, body, 1, seconds, api) for name, body in large.items()}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     try:
         with loopback_api(model.registry_uri, model.stage, model.version, BENCH_DIR / "api.log",
                           api["start_timeout_s"]) as (url, process):
             drive(url, png, 1, min(seconds, 1.0), process.pid)  # warm up
             steps = {c: (limits[c], drive(url, png, c, seconds, process.pid)) for c in concurrencies}
+            large_steps = {name: drive(url, body, 1, seconds, process.pid) for name, body in large.items()}
     except ApiProcessError as exc:
         raise BenchError(str(exc)) from exc
     return {
         "title": "Serving: the API over HTTP against the in-process limit (decode + preprocess + session.run)",
-        "rows": [table_row(c, limit, measured) for c, (limit, measured) in steps.items()],
+        "rows": [table_row(c, limit, measured) for c, (limit, measured) in steps.items()]
+        + [table_row(1, large_limits[name], measured, name, request_peak_bytes(model, large[name], png, api))
+           for name, measured in large_steps.items()],
         "notes": [
             f"model {model.description}; body {len(png)} bytes, a {params['sample_data']['image_size']}px "
             f"PNG of the sample dataset",
             f"API: waitress threads {api['threads']}, onnxruntime intra_op_threads {api['intra_op_threads']} "
             f"(0: every core); load generator: {generator}; {seconds:g} s per step",
             "CPU ms: CPU time per request (limit: the measuring process; API: the API process only)",
+            f"{LARGE_SIDE}px rows: the same picture at a radiograph's size ({', '.join(f'{len(b)} bytes' for b in large.values())}); "
+            "peak MB/req: growth of the resident high-water mark over one request (decode, preprocess, "
+            "session.run) in a fresh process; the decoded pixels alone are 4.2 MB at 8 bits, 8.4 MB at 16",
             f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
             + ("; quick mode: the numbers mean nothing" if quick else ""),
             *target_notes(steps),

@@ -1,8 +1,8 @@
 """The dataset: which files exist, their labels, their split, and the dataset's version.
 
 Layout (Kaggle COVID-19 Radiography Database, version 4): ``<root>/<CLASS>/images/<CLASS>-<n>.png``;
-older versions put the images directly in ``<root>/<CLASS>/``. Both are read; ``masks/`` folders
-are ignored. The split comes from a stable hash of each file's relative path, so an image never
+older versions put the images directly in ``<root>/<CLASS>/``. Both are read, PNG, JPEG and DICOM
+(``.dcm``) alike; ``masks/`` folders are ignored. The split comes from a stable hash of each file's relative path, so an image never
 changes split when the dataset grows. A ``gs://`` dataset is read through a local mirror
 (storage/cache.py), so the input pipeline reads local files and a second run downloads nothing.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from storage import is_gcs, open_storage
 from storage.cache import mirror
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 SPLITS = ("train", "validation", "test")
 
 

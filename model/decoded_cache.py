@@ -14,7 +14,7 @@ The key is a sha256 of the dataset version (the manifest: every file's path, con
 label), the image size, the size rules (``api.max_pixels``, ``api.min_side``), this format's
 version, the fingerprint's version, and :func:`decoder_inputs`: the source of every function the
 stored pixels depend on (core/preprocess.py, the decoder; :func:`to_stored`) and the versions of
-the libraries that decode (Pillow and the libjpeg and zlib it runs, numpy). Any change to one of
+the libraries that decode (Pillow and the libjpeg and zlib it runs, numpy, pydicom). Any change to one of
 them is another key, so a stale entry is never read: after a Pillow upgrade training decodes
 again, as the API does. A dataset scanned without hashes has no version: it is neither read from
 nor written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
@@ -51,7 +51,7 @@ IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
 # The distributions whose code turns an image file into the stored pixels. A new decoder (another
 # image format) adds its distribution here.
-DECODER_DISTRIBUTIONS = ("pillow", "numpy")
+DECODER_DISTRIBUTIONS = ("pillow", "numpy", "pydicom")
 # The native libraries Pillow decodes with; a Pillow built from source may link other versions.
 DECODER_LIBRARIES = ("jpg", "zlib")
 

@@ -2,9 +2,9 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
-Images are read by the API's rules (core/preprocess.py): PNG and JPEG only, the pixel budget
-``api.max_pixels`` and the smallest side ``api.min_side``, so a model is never trained on an image
-the API would refuse.
+Images are read by the API's rules (core/preprocess.py): PNG, JPEG and DICOM only, the pixel
+budget ``api.max_pixels`` and the smallest side ``api.min_side``, so a model is never trained on an
+image the API would refuse.
 Near-duplicates (the same radiograph re-encoded, resized, re-windowed or bordered) are grouped and
 each group is split as one (model/groups.py): the usable dataset carries those splits, which
 training, evaluation and the acceptance tests use. The same picture under two classes is a label

@@ -149,6 +149,7 @@ def png_header_only(width: int, height: int) -> bytes:
 MAX_BYTES = 200_000
 MAX_BATCH_BYTES = 400_000
 MAX_BATCH_IMAGES = 4
+MAX_BATCH_PIXELS = 1_500_000
 MAX_PIXELS = 1_000_000
 MIN_SIDE = 16
 PNG = {"Content-Type": "image/png"}
@@ -232,6 +233,7 @@ def serve(registry):
             "MAX_CONTENT_LENGTH": MAX_BYTES,
             "MAX_BATCH_BYTES": MAX_BATCH_BYTES,
             "MAX_BATCH_IMAGES": MAX_BATCH_IMAGES,
+            "MAX_BATCH_PIXELS": MAX_BATCH_PIXELS,
             "MAX_PIXELS": MAX_PIXELS,
             "MIN_SIDE": MIN_SIDE,
             "INTRA_OP_THREADS": 1,

@@ -67,7 +67,8 @@ def test_a_batch_may_be_larger_than_one_predict_body_up_to_its_own_limit(api):
     too_large = [noise_png(seed, size=330) for seed in range(MAX_BATCH_IMAGES)]
     assert sum(map(len, too_large)) > MAX_BATCH_BYTES
     body = assert_json_error(api.post("/predict/batch", files=parts(*too_large)), 413, "too_many_bytes")
-    assert body["error"]["message"] == f"the request body is larger than {MAX_BATCH_BYTES} bytes"
+    assert body["error"]["message"] == (f"the request body is larger than {MAX_BATCH_BYTES} bytes "
+                                         "(api.max_batch_bytes, the server's cap on any body)")
 
 
 def test_more_images_than_the_limit_answer_413(api):

@@ -86,7 +86,7 @@ def test_a_tiff_answers_415_whatever_the_content_type_says(api):
     for response in (api.predict_png(tiff_bytes()),
                      api.post(files={"image": ("scan.png", tiff_bytes(), "image/png")})):
         body = assert_json_error(response, 415, "unsupported_image_format")
-        assert body["error"]["message"] == "TIFF images are not accepted; send a PNG or JPEG"
+        assert body["error"]["message"] == "TIFF images are not accepted; send a PNG, JPEG or DICOM"
 
 
 def test_a_12_bit_png_with_sbit_gets_the_answer_of_its_8_bit_twin(api):
@@ -113,7 +113,8 @@ def test_a_huge_content_length_answers_the_json_413_at_once_with_the_request_id(
         answer = RawAnswer(read_until_closed(sock))
     assert answer.status == 413
     assert answer.json() == {"error": {"code": "too_many_bytes",
-                                       "message": f"the request body is larger than {SERVER_CAP} bytes"}}
+                                       "message": f"the request body is larger than {SERVER_CAP} bytes (api.max_batch_bytes, "
+                                                  "the server's cap on any body)"}}
     assert answer.headers["x-request-id"] == "huge-1"
     assert answer.headers["x-model-version"] == production
     assert api.metric("xray_api_requests_total", route="server", status="413") == 1

@@ -36,12 +36,28 @@ def access_lines(caplog) -> list[dict]:
 
 
 def test_a_sane_request_id_is_echoed_and_anything_else_replaced(api):
-    assert api.get("/healthz", headers={"X-Request-ID": "client-42.a:b_c"}).headers["X-Request-ID"] == "client-42.a:b_c"
-    for insane in ("has spaces", "x" * 129, "<script>", ""):
+    for sane in ("client-42.a:b_c", "-starts-with-a-dash", ":", "x" * 128):
+        assert api.get("/healthz", headers={"X-Request-ID": sane}).headers["X-Request-ID"] == sane
+    for insane in ("has spaces", "x" * 129, "<script>", "", "é"):
         answered = api.get("/healthz", headers={"X-Request-ID": insane}).headers["X-Request-ID"]
         assert GENERATED_ID.fullmatch(answered), (insane, answered)
     first, second = (api.get("/nowhere").headers["X-Request-ID"] for _ in range(2))
     assert GENERATED_ID.fullmatch(first) and first != second
+
+
+def test_the_request_id_rule_is_one_the_docs_and_the_openapi_document_quote():
+    from helpers import REPO_ROOT
+
+    from api.openapi import ANSWER_HEADERS, REQUEST_ID_PARAMETER
+    from api.requestlog import REQUEST_ID_RULE, SANE_REQUEST_ID
+
+    assert REQUEST_ID_RULE == "1-128 characters of letters, digits and `._:-`"
+    header = ANSWER_HEADERS["X-Request-ID"]
+    assert REQUEST_ID_RULE in header["description"] and REQUEST_ID_RULE in REQUEST_ID_PARAMETER["description"]
+    assert header["schema"]["pattern"] == f"^{SANE_REQUEST_ID.pattern}$"
+    assert REQUEST_ID_RULE in " ".join((REPO_ROOT / "README.md").read_text().split())
+    alphabet = set("abcXYZ019._:-")
+    assert all(SANE_REQUEST_ID.fullmatch(c) for c in alphabet) and not SANE_REQUEST_ID.fullmatch("a/b")
 
 
 def test_each_request_writes_one_json_log_line(api, production, caplog):
@@ -80,6 +96,44 @@ def test_metrics_count_requests_by_route_and_status_and_time_them(api):
     assert metric(after, "xray_api_request_duration_seconds_sum", route="/predict") > 0
     assert grew("xray_api_images_total", result="ok") == 1
     assert grew("xray_api_images_total", result="not_an_image") == 1
+
+
+def test_the_latency_from_arrival_includes_the_wait_for_a_worker(registry, production):
+    """One worker, held by a request: the next one waits in waitress's queue. Its service time is
+    short; its time from arrival holds the wait."""
+    from api_helpers import RunningApi
+
+    from api.app import create_app
+    from api.serve import start_in_thread
+
+    held, release = threading.Event(), threading.Event()
+    app = create_app({"REGISTRY_URI": registry.uri, "RELOAD_INTERVAL_S": 0})
+
+    def hold():
+        held.set()
+        release.wait(TIMEOUT_S)
+        return "held"
+
+    app.add_url_rule("/hold", view_func=hold)
+    api = RunningApi(app, start_in_thread(app, threads=1))
+    try:
+        holder = threading.Thread(target=api.get, args=("/hold",))
+        holder.start()
+        assert held.wait(TIMEOUT_S)
+        waiting = threading.Thread(target=api.get, args=("/healthz",))
+        waiting.start()
+        threading.Event().wait(0.5)  # /healthz is read and queued, the only worker is busy
+        release.set()
+        holder.join(TIMEOUT_S)
+        waiting.join(TIMEOUT_S)
+        text = api.get("/metrics").text
+    finally:
+        release.set()
+        api.close()
+    assert metric(text, "xray_api_request_latency_seconds_count", route="/healthz") == 1
+    service = metric(text, "xray_api_request_duration_seconds_sum", route="/healthz")
+    from_arrival = metric(text, "xray_api_request_latency_seconds_sum", route="/healthz")
+    assert from_arrival >= 0.5 > service
 
 
 def test_metrics_name_the_served_model_and_count_reloads(serve, registry):

@@ -90,6 +90,7 @@ def test_jpeg_and_upper_case_suffixes_are_images():
     assert label_of("Normal/images/a.JPG", CLASSES) == "Normal"
     assert label_of("Normal/b.jpeg", CLASSES) == "Normal"
     assert label_of("Normal/images/c.PNG", CLASSES) == "Normal"
+    assert label_of("Normal/images/radiograph.DCM", CLASSES) == "Normal"
     assert label_of("Normal/images/d.gif", CLASSES) is None
     assert label_of("Normal/extra/deeper/e.png", CLASSES) is None
     assert label_of("Other/images/f.png", CLASSES) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,7 +172,7 @@ def installed_elsewhere(folder, distribution: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
 
 
-@pytest.mark.parametrize("distribution", ["pillow", "numpy"])
+@pytest.mark.parametrize("distribution", ["pillow", "numpy", "pydicom"])
 def test_a_decoding_library_upgrade_decodes_again(dataset_root, tmp_path, decodes, monkeypatch, distribution):
     params = params_for(tmp_path / "cache")
     validate(dataset_root, params)
@@ -183,6 +184,19 @@ def test_a_decoding_library_upgrade_decodes_again(dataset_root, tmp_path, decode
     report, _ = validate(dataset_root, params)
     assert len(decodes) == 120, "pixels decoded by the old library were read"
     assert report["passed"] and len(entries(tmp_path / "cache")) == 2
+
+
+def test_the_dicom_reader_is_part_of_the_hashed_decoder():
+    import inspect
+
+    import model.decoded_cache as decoded_cache
+    from core import preprocess
+
+    # The DICOM reader is hashed with the decoder only while it lives in the hashed source.
+    hashed = inspect.getsource(preprocess)
+    for function in (preprocess.open_dicom, preprocess.dicom_to_gray8, preprocess.to_gray8):
+        assert inspect.getsource(function) in hashed
+    assert "pydicom" in decoded_cache.decoder_inputs()
 
 
 def test_small_datasets_and_a_cache_turned_off_write_nothing(dataset_root, tmp_path):

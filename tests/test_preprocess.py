@@ -81,7 +81,7 @@ def test_the_sbit_reader_finds_the_chunk_and_ignores_what_is_not_one():
 
 @pytest.mark.parametrize(("fmt", "name"), [("TIFF", "TIFF"), ("GIF", "GIF"), ("BMP", "BMP"), ("WEBP", "WEBP")])
 def test_other_image_formats_are_refused_by_name(fmt, name):
-    with pytest.raises(UnsupportedFormat, match=f"^{name} images are not accepted; send a PNG or JPEG$"):
+    with pytest.raises(UnsupportedFormat, match=f"^{name} images are not accepted; send a PNG, JPEG or DICOM$"):
         open_image(encoded(fmt))
 
 
@@ -141,3 +141,18 @@ def test_importing_the_project_leaves_pillows_guard_on():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=clean_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "True", result.stderr
+
+
+@pytest.mark.parametrize("significant_bits", [None, 12])
+def test_16_bit_conversion_band_by_band_is_bit_identical_to_the_whole_image_arithmetic(significant_bits):
+    from core.preprocess import BAND_PIXELS, SIGNIFICANT_BITS, to_gray8
+
+    top = 4096 if significant_bits else 65536
+    height, width = 3 * (BAND_PIXELS // 1300) + 17, 1300  # several bands, the last one partial
+    pixels = np.random.default_rng(1).integers(0, top, (height, width)).astype(np.uint16)
+    pixels[0, :3] = (0, top - 1, top // 2)
+    image = Image.fromarray(pixels)
+    image.info[SIGNIFICANT_BITS] = significant_bits
+    white = float(top - 1)
+    whole = np.clip(np.asarray(image, dtype=np.float32) / white * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(to_gray8(image)), whole)

@@ -129,8 +129,9 @@ def test_images_the_api_would_refuse_are_excluded_by_the_same_rules(dataset_root
 
     report, usable = validate(dataset_root, params)
     errors = {item["path"]: item["error"] for item in report["corrupt"]}
-    assert errors[disguised] == "TIFF images are not accepted; send a PNG or JPEG"
-    assert errors[too_large] == f"the image has {SIZE + 1}x{SIZE + 1} = {(SIZE + 1) ** 2} pixels, more than {SIZE * SIZE}"
+    assert errors[disguised] == "TIFF images are not accepted; send a PNG, JPEG or DICOM"
+    assert errors[too_large] == (f"the image has {SIZE + 1}x{SIZE + 1} = {(SIZE + 1) ** 2} pixels, more than {SIZE * SIZE} "
+                                 "(api.max_pixels)")
     assert {disguised, too_large}.isdisjoint(e.path for e in usable.examples)
 
 
