@@ -111,6 +111,10 @@ test: setup-dev ## run the software tests (tests/)
 bench: setup ## benchmarks, one table per section: serving (the API vs the in-process limit), registry (storage calls at 10 and 1,000 versions)
 	$(PY) -m scripts.bench
 
+.PHONY: monitor
+monitor: setup ## compare the API's live statistics (API_URL, default the local API) with production's reference; report, email once per alarm, optionally retrain
+	$(PY) -m scripts.monitor $(if $(REPORT_DIR),--report-dir $(REPORT_DIR))
+
 .PHONY: clean
 clean: setup ## remove what is regenerated: a sample dataset (never real data), .run/, the outbox, the dataset cache
 	$(PY) -m scripts.clean --run-dir $(RUN_DIR)

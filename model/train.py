@@ -23,7 +23,6 @@ from model.config import ConfigError, describe, load_params, masked
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
 from model.preprocess import DEFAULT_MAX_PIXELS
-from model.reference import reference_statistics
 from model.validation import validate_dataset
 from monitoring.reference import REFERENCE_FILE, reference_bytes
 from storage import StorageError
@@ -223,13 +222,14 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
 
     from model.evaluate import plot_confusion_matrix, plot_training_curves
     from model.network import build_network
+    from model.reference import reference_statistics
 
     usable, report = data or load_training_data(params)
     keras.utils.set_random_seed(params["train"]["seed"])
     model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
     model, training = fit(model, usable, params)
     metrics, onnx_record, onnx_bytes, predictions, images, probabilities = evaluate_and_export(model, usable, params)
-    reference = reference_statistics(usable, params, images, probabilities)
+    reference = reference_statistics(usable, params, onnx_bytes, images, probabilities)
     production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,
                                 params["api"]["max_pixels"])
     gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)

@@ -45,7 +45,7 @@ class LiveMonitor:
     """Live statistics of the served version; ``enabled=False`` turns every call into a no-op
     (``monitor.enabled``: the bench measures the API both ways)."""
 
-    def __init__(self, enabled: bool = True, ood_threshold: float = 5.0, clock=time.time):
+    def __init__(self, enabled: bool = True, ood_threshold: float = 2.0, clock=time.time):
         self.enabled = enabled
         self.ood_threshold = float(ood_threshold)
         self.clock = clock

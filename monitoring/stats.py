@@ -19,6 +19,7 @@ from monitoring.summaries import INTENSITY_BINS, Summary
 SCHEMA = 1
 SIDE_EDGES = (64, 128, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 ASPECT_EDGES = (0.5, 0.67, 0.8, 0.91, 0.98, 1.02, 1.1, 1.25, 1.5, 2.0)
+SHARE_EDGES = (0.002, 0.01, 0.03, 0.1, 0.2, 0.4)  # shares of near-black or near-white pixels: small ones matter
 OOD_SCORE_EDGES = (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 50, 100)
 CONFIDENCE_BINS = 100  # 0.01 wide: a low-confidence threshold in hundredths is exact
 OTHER = "other"
@@ -70,8 +71,8 @@ def uniform(name: str, low: float, high: float, bins: int) -> Spec:
 INPUT_SPECS = (
     uniform("mean", 0.0, 1.0, 20),
     uniform("std", 0.0, 0.5, 20),
-    uniform("near_black", 0.0, 1.0, 20),
-    uniform("near_white", 0.0, 1.0, 20),
+    Spec("near_black", edges=SHARE_EDGES),
+    Spec("near_white", edges=SHARE_EDGES),
     Spec("width", edges=SIDE_EDGES),
     Spec("height", edges=SIDE_EDGES),
     Spec("aspect", edges=ASPECT_EDGES),
