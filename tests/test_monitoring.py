@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api_helpers import TIMEOUT_S, RunningApi, wait_for
+from api_helpers import TIMEOUT_S, RunningApi, image_bytes, promote_model, wait_for
 from api_helpers import serve, registry  # noqa: F401  (fixtures)
 from helpers import REPO_ROOT, free_port, run_make
 from model.config import load_params
@@ -312,3 +312,38 @@ class _Remote:
 
     def post(self, path, **kwargs):
         return self.http.post(self.url + path, timeout=TIMEOUT_S, **kwargs)
+
+
+def test_a_version_without_reference_is_served_with_null_scores_and_still_counted(serve, registry):
+    promote_model(registry)  # a registry model made before monitoring: no reference file
+    api = serve()
+    answer = api.predict_png(image_bytes(100))
+    assert answer.status_code == 200
+    assert answer.json()["out_of_distribution"] == {"score": None, "flagged": None}
+    batch = api.post("/predict/batch", files=[("image", ("a.png", image_bytes(30), "image/png"))]).json()
+    assert batch[0]["out_of_distribution"] == {"score": None, "flagged": None}
+    live = api.get("/monitoring").json()
+    assert live["reference"] is False and live["stats"]["images"] == 2 and live["stats"]["ood"]["scored"] == 0
+    version = api.holder.predictor.version
+    assert api.metric("xray_api_ood_images_total", version=version, result="unscored") == 2
+    assert api.metric("xray_monitor_bin_total", version=version, statistic="mode", bin="L") == 2
+
+
+def test_monitoring_off_leaves_answers_unscored_and_counts_nothing(start):
+    api = start(MONITORING=False)
+    answer = api.predict_png(encode(radiographs(1)[0])).json()
+    assert answer["out_of_distribution"] == {"score": None, "flagged": None}
+    live = api.get("/monitoring").json()
+    assert live["enabled"] is False and live["stats"]["images"] == 0
+
+
+def test_a_new_production_model_starts_new_statistics(serve, registry):
+    promote_model(registry)
+    api = serve()
+    api.predict_png(image_bytes(100))
+    first = api.get("/monitoring").json()
+    assert first["stats"]["images"] == 1
+    newer = promote_model(registry, metadata=None)
+    wait_for(lambda: api.get("/monitoring").json()["version"] == newer, message="the reload")
+    assert api.get("/monitoring").json()["stats"]["images"] == 0
+    assert api.get("/monitoring").json()["window"]["started_at"] >= first["window"]["started_at"]
