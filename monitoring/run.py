@@ -107,16 +107,23 @@ def dataset_manifest_object(dataset_uri: str) -> str:
     return f"{path.strip('/')}/manifest.json" if path.strip("/") else "manifest.json"
 
 
+def trigger_request(params: Mapping) -> tuple[str, dict]:
+    """The URL (with the push token) and the body of a retraining request to the dataset trigger:
+    the shape of GCS's notification that the dataset's manifest.json was written."""
+    monitor = params["monitor"]
+    manifest = dataset_manifest_object(params["dataset_uri"])
+    body = {"message": {"attributes": {"eventType": "OBJECT_FINALIZE", "objectId": manifest,
+                                       "datasetManifest": manifest, "cause": "monitor-drift"},
+                        "messageId": f"monitor-{utc_now()}"}}
+    return f"{monitor['trigger_url'].rstrip('/')}/?{urlencode({'token': monitor['trigger_token']})}", body
+
+
 def start_retraining(params: Mapping, report_dir: Path, cwd: str | Path | None) -> str:
     """Start retraining and return how: the EventListener's dataset trigger (``monitor.trigger_url``,
     authenticated by its token, as Pub/Sub does), else ``monitor.retrain_command`` in the background."""
     monitor = params["monitor"]
     if monitor["trigger_url"]:
-        manifest = dataset_manifest_object(params["dataset_uri"])
-        body = {"message": {"attributes": {"eventType": "OBJECT_FINALIZE", "objectId": manifest,
-                                           "datasetManifest": manifest, "cause": "monitor-drift"},
-                            "messageId": f"monitor-{utc_now()}"}}
-        url = f"{monitor['trigger_url'].rstrip('/')}/?{urlencode({'token': monitor['trigger_token']})}"
+        url, body = trigger_request(params)
         try:
             response = requests.post(url, json=body, timeout=TRIGGER_TIMEOUT_S)
         except requests.RequestException as exc:

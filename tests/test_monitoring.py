@@ -347,3 +347,57 @@ def test_a_new_production_model_starts_new_statistics(serve, registry):
     wait_for(lambda: api.get("/monitoring").json()["version"] == newer, message="the reload")
     assert api.get("/monitoring").json()["stats"]["images"] == 0
     assert api.get("/monitoring").json()["window"]["started_at"] >= first["window"]["started_at"]
+
+
+def test_on_gke_the_alarm_starts_retraining_through_the_authenticated_dataset_trigger(tmp_path):
+    """The request `make monitor` posts is received over HTTP, then routed by the EventListener's
+    own CEL filters (scripts/route.py): the right token starts retraining, another starts nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from monitoring.run import start_retraining
+    from scripts.route import github_push_request, route
+
+    received = []
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        params = load_params(environ={"MONITOR_TRIGGER_URL": f"http://127.0.0.1:{server.server_port}",
+                                      "MONITOR_TRIGGER_TOKEN": "s3cret",
+                                      "DATASET_URI": "gs://bucket/datasets/covid19-radiography"})
+        assert "dataset trigger" in start_retraining(params, tmp_path, cwd=None)
+    finally:
+        server.shutdown()
+    (path, body), = received
+    assert body["message"]["attributes"]["objectId"] == "datasets/covid19-radiography/manifest.json"
+    request = github_push_request(body, url=path)
+    assert route(request, secrets={("xray-mlops-pubsub-push", "token"): "s3cret"}) == "retraining"
+    assert route(request, secrets={("xray-mlops-pubsub-push", "token"): "other"}) == "none"
+
+
+def test_the_monitor_cronjob_reads_every_api_pod_and_triggers_with_the_push_token():
+    import yaml
+
+    documents = list(yaml.safe_load_all((REPO_ROOT / "tekton" / "deploy" / "xray-monitor.yaml").read_text()))
+    cronjob = next(d for d in documents if d["kind"] == "CronJob")
+    service = next(d for d in documents if d["kind"] == "Service")
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert container["command"] == ["make", "monitor"]
+    assert env["API_URL"]["value"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert service["spec"]["clusterIP"] == "None" and env["MONITOR_EACH_ADDRESS"]["value"] == "true"
+    api = yaml.safe_load_all((REPO_ROOT / "tekton" / "deploy" / "xray-api.yaml").read_text())
+    deployment = next(d for d in api if d and d["kind"] == "Deployment")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert env["MONITOR_TRIGGER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "xray-mlops-pubsub-push", "key": "token"}
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
