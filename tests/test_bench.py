@@ -13,7 +13,7 @@ from helpers import clean_env, run_module
 from registry.store import Registry
 from scripts.bench import format_table
 
-COLUMNS = ["c", "limit img/s", "limit p50 ms", "limit p99 ms", "limit CPU ms", "limit onnxruntime",
+COLUMNS = ["c", "monitoring", "limit img/s", "limit p50 ms", "limit p99 ms", "limit CPU ms", "limit onnxruntime",
            "API req/s", "API p50 ms", "API p99 ms", "API CPU ms", "API/limit", "errors"]
 
 
@@ -50,7 +50,7 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("c "))
     assert header.split("  ") and all(column in header for column in COLUMNS)
     table = json.loads(report.read_text())["serving"]
-    assert [row["c"] for row in table["rows"]] == [1, 4]
+    assert [(row["c"], row["monitoring"]) for row in table["rows"]] == [(1, "off"), (4, "off"), (1, "on"), (4, "on")]
     for row in table["rows"]:
         assert list(row) == COLUMNS
         assert row["errors"] == 0 and row["API req/s"] > 0 and row["limit img/s"] > 0
@@ -58,4 +58,4 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     notes = " ".join(table["notes"])
     assert f"model {version} (newest testing version)" in notes
     assert ("wrk" if generator == "wrk" else "Python asyncio client") in notes
-    assert "target c=4" in notes and "target c=1" in notes
+    assert "target c=4" in notes and "target c=1" in notes and "target monitoring CPU/request" in notes
