@@ -68,8 +68,10 @@ class Reference:
     def score(self, summary: Summary) -> float:
         """The out-of-distribution score of one image (see the module docstring)."""
         features = summary.features
-        z = np.maximum(np.maximum(self.low - features, features - self.high), 0.0) / self.scale
-        return float(np.partition(z, -TOP)[-TOP:].mean())
+        z = np.maximum(self.low - features, features - self.high)
+        np.maximum(z, 0.0, out=z)
+        z /= self.scale
+        return float(np.partition(z, -TOP)[-TOP:].sum()) / TOP
 
     def answers(self) -> Stats:
         """The model's answers on the training sample and the test split together: what the

@@ -2,25 +2,29 @@
 
 From the pixels the network sees (float32 ``(S, S, 1)`` in [0, 1], model/preprocess.py):
 
-- ``intensity``: pixel counts in :data:`INTENSITY_BINS` equal bins of [0, 1];
+- ``intensity``: pixel counts in :data:`INTENSITY_BINS` equal bins of [0, 1] (of a quarter of the
+  pixels, every other one of every other row, when the side is 64 or more: the shares barely change
+  and the histogram is the costliest summary);
 - appearance features (:data:`FEATURES`), the input of the out-of-distribution score: the mean
   and standard deviation of intensity, the shares of near-black (< 0.05) and near-white (>= 0.95)
   pixels, and the mean of each cell of a :data:`GRID` x :data:`GRID` grid (the coarse layout of a
   chest radiograph: dark lungs either side of a bright mediastinum);
 
 and from the original image: its width, height, aspect ratio (width / height), bit depth and
-Pillow mode. Cost: one pass for the histogram, one for mean and standard deviation, one for the
-grid, on the already-resized image (tens of microseconds at 128 x 128).
+Pillow mode. Cost, on the already-resized image: a sum, a dot product, two small matrix
+products (the grid) and a histogram of a quarter of the pixels (about 0.1 ms at 128 x 128).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 INTENSITY_BINS = 20  # 0.05 wide: the first bin is near-black, the last near-white
+HISTOGRAM_STEP = 2  # the histogram counts every 2nd pixel of every 2nd row of inputs of 64 px and more
 GRID = 4
 FEATURES = ("mean", "std", "near_black", "near_white") + tuple(
     f"cell_{row}{column}" for row in range(GRID) for column in range(GRID))
@@ -48,23 +52,37 @@ class Summary:
         return MODE_BITS.get(self.mode, 0)
 
 
+@functools.lru_cache(maxsize=8)
+def _averaging(side: int) -> np.ndarray:
+    """``(GRID, side)``: row i averages the pixels of the i-th of GRID equal bands (the remainder of
+    a side not divisible by GRID is left out), so ``A @ plane @ B.T`` is the grid of cell means."""
+    cell = side // GRID
+    matrix = np.zeros((GRID, side), dtype=np.float32)
+    for band in range(GRID):
+        matrix[band, band * cell:(band + 1) * cell] = 1.0 / cell
+    matrix.flags.writeable = False
+    return matrix
+
+
 def summarize(pixels: np.ndarray, width: int, height: int, mode: str) -> Summary:
     """The summaries of one image: ``pixels`` is the network's input ``(S, S)`` or ``(S, S, 1)``;
     ``width``, ``height`` and ``mode`` describe the image as it was sent (Pillow's size and mode)."""
     plane = pixels.reshape(pixels.shape[0], pixels.shape[1])
     flat = plane.ravel()
-    bins = np.minimum((flat * INTENSITY_BINS).astype(np.intp), INTENSITY_BINS - 1)
-    intensity = np.bincount(bins, minlength=INTENSITY_BINS)
     total = float(flat.size)
-    mean = float(flat.sum(dtype=np.float64)) / total
+    mean = float(flat.sum()) / total  # float32 pairwise summation: ~1e-7 relative, 4x faster than float64
     # E[x^2] - mean^2 by one dot product: faster than ndarray.std, and exact enough for [0, 1] data.
     std = max(float(np.dot(flat, flat)) / total - mean * mean, 0.0) ** 0.5
-    cell = plane.shape[0] // GRID
-    grid = plane[:cell * GRID, :cell * GRID].reshape(GRID, cell, GRID, cell).mean(axis=(1, 3), dtype=np.float64)
+    step = HISTOGRAM_STEP if min(plane.shape) >= HISTOGRAM_STEP * 32 else 1
+    bins = np.minimum((plane[::step, ::step] * INTENSITY_BINS).astype(np.int32), INTENSITY_BINS - 1)
+    intensity = np.bincount(bins.ravel(), minlength=INTENSITY_BINS)
+    counted = float(bins.size)
+    rows, columns = _averaging(plane.shape[0]), _averaging(plane.shape[1])
+    grid = rows @ plane @ columns.T
     features = np.empty(len(FEATURES))
-    features[:4] = mean, std, intensity[0] / total, intensity[-1] / total
+    features[:4] = mean, std, intensity[0] / counted, intensity[-1] / counted
     features[4:] = grid.ravel()
-    return Summary(features, intensity.astype(np.int64), int(width), int(height), str(mode))
+    return Summary(features, intensity, int(width), int(height), str(mode))
 
 
 class Source(NamedTuple):
