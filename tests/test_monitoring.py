@@ -401,3 +401,24 @@ def test_the_monitor_cronjob_reads_every_api_pod_and_triggers_with_the_push_toke
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert env["MONITOR_TRIGGER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "xray-mlops-pubsub-push", "key": "token"}
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_answers_less_sure_than_the_reference_raise_the_low_confidence_alarm():
+    from monitoring.drift import verdict
+    from monitoring.reference import build_reference
+    from monitoring.stats import Stats
+    from monitoring.summaries import summarize
+
+    rng = np.random.default_rng(0)
+    summaries = [summarize(rng.random((32, 32, 1)).astype(np.float32), 299, 299, "L") for _ in range(200)]
+    sure = [[0.9, 0.05, 0.03, 0.02], [0.03, 0.9, 0.05, 0.02]] * 100
+    reference = build_reference(CLASSES, summaries, sure, [], [], 2.0)
+    settings = load_params()["monitor"]
+    for answers, alarm in ((sure, False), ([[0.4, 0.35, 0.15, 0.1], [0.35, 0.4, 0.15, 0.1]] * 100, True)):
+        live = Stats(CLASSES)
+        for summary, probabilities in zip(summaries, answers):
+            live.add_input(summary)
+            live.add_prediction(probabilities, reference.score(summary), False)
+        result = verdict(live, reference, settings)
+        assert ("low_confidence_excess" in result["drifted"]) is alarm, result["checks"]
+        assert result["drifted"] == (["low_confidence_excess"] if alarm else [])
