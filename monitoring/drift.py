@@ -24,7 +24,7 @@ Checks (each names the statistic that moved):
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -29,7 +29,7 @@ UNSCORED = {"score": None, "flagged": None}
 
 
 def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Window:
@@ -127,7 +127,7 @@ class LiveMonitor:
         with self._lock:
             return sum(window.stats.size() for window in (self._current, self._previous) if window is not None)
 
-    def collector(self) -> "MonitorCollector":
+    def collector(self) -> MonitorCollector:
         return MonitorCollector(self)
 
 
@@ -162,7 +162,7 @@ class MonitorCollector:
                 for label, count in zip(labels, histogram["counts"]):
                     bins.add_metric([version, name, label], count)
             started.add_metric([version], datetime.strptime(snapshot["window"]["started_at"], "%Y-%m-%dT%H:%M:%SZ")
-                               .replace(tzinfo=timezone.utc).timestamp())
+                               .replace(tzinfo=UTC).timestamp())
         yield from (ood, images, bins, started)
 
 

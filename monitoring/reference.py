@@ -31,8 +31,8 @@ before this file existed has no reference: the API then answers ``score: null, f
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class Reference:
                 "train": self.train.to_json(), "test": self.test.to_json()}
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "Reference":
+    def from_json(cls, data: Mapping) -> Reference:
         try:
             if data.get("schema") != SCHEMA or data["features"]["names"] != list(FEATURES):
                 raise ReferenceError(f"a reference of schema {data.get('schema')!r} or other features; this code "

@@ -17,8 +17,8 @@ import json
 import shlex
 import socket
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests

@@ -9,8 +9,8 @@ what ``GET /monitoring`` answers and what the reference of a version stores.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class Stats:
                 "histograms": histograms}
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "Stats":
+    def from_json(cls, data: Mapping) -> Stats:
         if data.get("schema") != SCHEMA:
             raise MergeError(f"statistics of schema {data.get('schema')!r}; this code reads schema {SCHEMA}")
         stats = cls(data["classes"])
@@ -172,7 +172,7 @@ class Stats:
         stats.scored, stats.flagged = int(data["ood"]["scored"]), int(data["ood"]["flagged"])
         return stats
 
-    def merge(self, other: "Stats") -> "Stats":
+    def merge(self, other: Stats) -> Stats:
         """A new Stats holding both; MergeError when they are not of the same classes."""
         if other.classes != self.classes:
             raise MergeError(f"statistics of classes {list(other.classes)} and {list(self.classes)} do not add up")

@@ -15,11 +15,10 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import pytest
+from api_helpers import TIMEOUT_S, RunningApi, image_bytes, promote_model, registry, serve, wait_for  # noqa: F401  (fixtures)
+from helpers import REPO_ROOT, free_port, run_make
 from PIL import Image
 
-from api_helpers import TIMEOUT_S, RunningApi, image_bytes, promote_model, wait_for
-from api_helpers import serve, registry  # noqa: F401  (fixtures)
-from helpers import REPO_ROOT, free_port, run_make
 from model.config import load_params
 from model.synthetic import image_seed, render
 from monitoring.live import LiveMonitor, merge_snapshots
@@ -65,7 +64,7 @@ def encode(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _drawn(count: int, size: int, seed: int) -> tuple[Image.Image, ...]:
     return tuple(render(CLASSES[i % 4], image_seed(seed, CLASSES[i % 4], i), size) for i in range(count))
 
