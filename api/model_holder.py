@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from api.predictor import ModelUnusable, Predictor
-from storage import StorageError
+from core.predictor import ModelUnusable, Predictor
 from registry.store import MODEL_FILE, Registry, RegistryError
+from storage import StorageError
 
 LOG = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import io
 import numpy as np
 from PIL import Image
 
+from core.preprocess import ACCEPTED_FORMATS, open_image, to_array
 from model.dataset import Dataset, Example
 from model.decoded_cache import DecodedDataset, decoded_rows
 from model.export import onnx_probabilities
-from model.preprocess import ACCEPTED_FORMATS, open_image, to_array
 from monitoring.reference import Reference, build_reference
 from monitoring.summaries import Source, Summary, source_of, summarize
 

@@ -1,6 +1,6 @@
 """Per-image summaries: cheap numbers the API computes on every request and training on its splits.
 
-From the pixels the network sees (float32 ``(S, S, 1)`` in [0, 1], model/preprocess.py):
+From the pixels the network sees (float32 ``(S, S, 1)`` in [0, 1], core/preprocess.py):
 
 - ``intensity``: pixel counts in :data:`INTENSITY_BINS` equal bins of [0, 1] (of a quarter of the
   pixels, every other one of every other row, when the side is 64 or more: the shares barely change

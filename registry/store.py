@@ -30,8 +30,8 @@ import re
 import subprocess
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from registry.policy import readiness, tests_passed
 from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
@@ -69,12 +69,12 @@ class ConcurrentChange(RegistryError):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def record_name() -> str:
     """A unique, time-ordered object name: ``20261127T133000.123456Z-1a2b3c4d``."""
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
 
 
 def whoami() -> str:
@@ -110,8 +110,6 @@ class Registry:
         self.uri = uri
         self.storage = storage or open_storage(uri)
         self.lease_ttl_s = lease_ttl_s  # how long a crashed promoter can block that version
-
-    # --- reading ----------------------------------------------------------------------------
 
     def versions(self, stage: str) -> list[str]:
         """Visible versions of a stage (those whose metadata.json exists), oldest first."""
@@ -192,12 +190,10 @@ class Registry:
         return [json.loads(self.storage.read(f"{AUDIT_PREFIX}/{name}"))
                 for name in self.storage.list(AUDIT_PREFIX)[0]]
 
-    # --- registering ------------------------------------------------------------------------
-
     def claim_version(self) -> str:
         """Reserve the next version name; concurrent writers never get the same number."""
         number = self._next_number()
-        version = f"v{number:04d}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        version = f"v{number:04d}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         claim = {"version": version, "claimed_at": utc_now(), "by": f"{os.uname().nodename}:{os.getpid()}"}
         self.storage.create(f"testing/{version}/{CLAIM_FILE}", _json(claim))
         return version
@@ -285,8 +281,6 @@ class Registry:
             return record
         except AlreadyExists:
             return self.index_get(kind, key)
-
-    # --- the production pointer -------------------------------------------------------------
 
     def _read_pointer(self) -> tuple[dict | None, str | None]:
         try:
@@ -433,8 +427,6 @@ class Registry:
             self.storage.create(f"{AUDIT_PREFIX}/{pointer['audit']}.json", _json(record))
         except AlreadyExists:
             pass
-
-    # --- garbage --------------------------------------------------------------------------------
 
     def garbage(self, grace_s: float = DEFAULT_GC_GRACE_S) -> list[dict]:
         """What crashes left behind: version folders without metadata.json, untouched for ``grace_s``.

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from model.config import ConfigError, load_params
+from core.config import ConfigError, load_params
+from model.sample_data import MARKER_FILE
 from registry.store import STAGES, Registry
-from scripts.sample_data import MARKER_FILE
 from storage import StorageError, is_gcs
 
 

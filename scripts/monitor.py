@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import click
 
-from model.config import REPO_ROOT, ConfigError, describe, load_params
+from core.config import REPO_ROOT, ConfigError, describe, load_params
 from monitoring.run import MonitorError, api_urls, monitor_once, summary_lines
-from scripts.notify import OUTCOME_HEADER, SUBJECT_PREFIX, DeliveryError, deliver, new_message
+from notify.mail import OUTCOME_HEADER, SUBJECT_PREFIX, DeliveryError, deliver, new_message
 
 OUTCOME = "monitor-drift"
 

@@ -19,7 +19,7 @@ from api_helpers import TIMEOUT_S, RunningApi, image_bytes, promote_model, regis
 from helpers import REPO_ROOT, free_port, run_make
 from PIL import Image
 
-from model.config import load_params
+from core.config import load_params
 from model.synthetic import image_seed, render
 from monitoring.live import LiveMonitor, merge_snapshots
 from monitoring.run import monitor_once
@@ -355,8 +355,8 @@ def test_on_gke_the_alarm_starts_retraining_through_the_authenticated_dataset_tr
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from cluster.route import github_push_request, route
     from monitoring.run import start_retraining
-    from scripts.route import github_push_request, route
 
     received = []
 

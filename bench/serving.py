@@ -36,9 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.config import REPO_ROOT
-from monitoring.reference import REFERENCE_FILE
-from registry.store import Registry
+from api.process import ApiProcessError, loopback_api
+from core.config import REPO_ROOT
+from core.predictor import Predictor
+from core.preprocess import image_bytes_to_array, to_array
+from model.synthetic import image_seed, render
+from monitoring.reference import REFERENCE_FILE, build_reference, reference_bytes
+from monitoring.summaries import summarize
+from registry.store import MODEL_FILE, Registry
 
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
 QUICK_SECONDS = 0.5
@@ -96,13 +101,8 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-# --- what is served ---------------------------------------------------------------------------
-
-
 def bench_image(params: dict) -> bytes:
     """The first image of the sample dataset, as the PNG ``make data`` writes."""
-    from model.synthetic import image_seed, render
-
     label, sample = params["classes"][0], params["sample_data"]
     buffer = io.BytesIO()
     render(label, image_seed(sample["seed"], label, 1), sample["image_size"]).save(buffer, "PNG")
@@ -118,8 +118,6 @@ class ServedModel:
 
 
 def newest_model(registry_uri: str) -> ServedModel | None:
-    from registry.store import Registry
-
     registry = Registry(registry_uri)
     testing = registry.versions("testing")
     if testing:
@@ -136,6 +134,7 @@ def untrained_model(params: dict, registry_uri: str) -> ServedModel:
     if found and REFERENCE_FILE in Registry(registry_uri).files(found.version, found.stage):
         return ServedModel(registry_uri, found.stage, found.version,
                            f"{found.version}: model/network.py, untrained weights (cached)")
+    # TensorFlow only when no model is registered yet.
     import keras
 
     from model.export import export_onnx, onnx_info
@@ -155,11 +154,7 @@ def untrained_model(params: dict, registry_uri: str) -> ServedModel:
 def sample_reference(params: dict, onnx_bytes: bytes, images_per_class: int = 16) -> bytes:
     """A monitoring reference from sample-dataset images, so the API scores each request as it
     does for a trained model (monitoring's full cost is measured)."""
-    from model.export import onnx_probabilities
-    from model.preprocess import to_array
-    from model.synthetic import image_seed, render
-    from monitoring.reference import build_reference, reference_bytes
-    from monitoring.summaries import summarize
+    from model.export import onnx_probabilities  # TensorFlow: only when the bench model is made
 
     size, sample = params["data"]["image_size"], params["sample_data"]
     images = [render(label, image_seed(sample["seed"], label, index), sample["image_size"])
@@ -181,9 +176,6 @@ def served_model(params: dict) -> ServedModel:
 
 
 def load_predictor(model: ServedModel, intra_op_threads: int):
-    from api.predictor import Predictor
-    from registry.store import MODEL_FILE, Registry
-
     registry = Registry(model.registry_uri)
     predictor = Predictor(registry.read_file(model.version, MODEL_FILE, model.stage),
                           registry.metadata(model.version, model.stage), intra_op_threads=intra_op_threads)
@@ -191,13 +183,8 @@ def load_predictor(model: ServedModel, intra_op_threads: int):
     return predictor
 
 
-# --- the in-process limit ---------------------------------------------------------------------
-
-
 def measure_limit(predictor, png: bytes, concurrency: int, seconds: float, api: dict) -> Measure:
     """``concurrency`` threads decoding, preprocessing and classifying ``png`` for ``seconds``."""
-    from model.preprocess import image_bytes_to_array
-
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     start = threading.Barrier(concurrency + 1)
     deadline = [0.0]
@@ -242,9 +229,6 @@ def best_limit(model: ServedModel, png: bytes, concurrency: int, seconds: float,
     finally:
         sys.setswitchinterval(default_interval)
     return max(measures, key=lambda item: item.per_second)
-
-
-# --- the API and its load generators --------------------------------------------------------------
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -338,9 +322,6 @@ def load_generator(name: str):
     return "Python asyncio client (separate process)", drive_with_python
 
 
-# --- the section ----------------------------------------------------------------------------------
-
-
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
@@ -397,8 +378,6 @@ def monitoring_notes(off: dict[int, tuple[Measure, Measure]], on: dict[int, tupl
 
 def run(params: dict, quick: bool) -> dict:
     """Measure the limit, then the API, at each concurrency of ``bench.concurrency``."""
-    from scripts.api_process import ApiProcessError, loopback_api
-
     bench, api = params["bench"], params["api"]
     seconds = QUICK_SECONDS if quick else float(bench["seconds"])
     concurrencies = QUICK_CONCURRENCY if quick else tuple(int(c) for c in bench["concurrency"])
