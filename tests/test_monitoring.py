@@ -218,7 +218,7 @@ def test_retraining_starts_once_per_alarm_and_the_product_owner_is_emailed_once(
     drifting = start()
     send(drifting, [encode(inverted(image)) for image in radiographs()])
     assert "alarm episode 1: opened" in make_monitor(production, tmp_path, drifting, record)
-    wait_for(lambda: record.exists() and record.read_text() == "started\n", message="the retraining start")
+    wait_for(lambda: record.exists() and record.read_text() == "started\n", timeout=60, message="the retraining start")
     second = make_monitor(production, tmp_path, drifting, record)
     assert "alarm episode 1: still open; email: not sent now; retraining: not started now" in second
     time.sleep(1.0)  # a second start, had there been one, would likely have written by now
@@ -231,7 +231,7 @@ def test_retraining_starts_once_per_alarm_and_the_product_owner_is_emailed_once(
     send(calm, [encode(inverted(image)) for image in radiographs()] * 2)
     alarm = monitor_in_process(production, tmp_path, calm, record)
     assert alarm["opened"] and alarm["episode"] == 2 and alarm["retraining"].startswith("started")
-    wait_for(lambda: record.read_text() == "started\n" * 2, message="the second alarm's retraining")
+    wait_for(lambda: record.read_text() == "started\n" * 2, timeout=60, message="the second alarm's retraining")
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
 
 
