@@ -21,6 +21,7 @@ import click
 from core.config import ConfigError, describe, load_params
 
 SECTIONS = {
+    "grouping": "bench.grouping",
     "registry": "bench.registry",
     "serving": "bench.serving",
     "training": "bench.training",
