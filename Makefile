@@ -122,6 +122,10 @@ lint: setup-dev ## ruff (rules in pyproject.toml) and the import-linter contract
 bench: setup ## benchmarks, one table per section: serving (the API vs the in-process limit), registry (storage calls at 10 and 1,000 versions), training, grouping (21,165 images vs one training run)
 	$(PY) -m bench
 
+.PHONY: monitor
+monitor: setup ## compare the API's live statistics (API_URL, default the local API) with production's reference; report, email once per alarm, optionally retrain
+	$(PY) -m scripts.monitor $(if $(REPORT_DIR),--report-dir $(REPORT_DIR))
+
 .PHONY: clean
 clean: setup ## remove what is regenerated: a sample dataset (never real data), .run/, the outbox, the dataset cache
 	$(PY) -m scripts.clean --run-dir $(RUN_DIR)

@@ -16,6 +16,8 @@ MAX_PIXELS          larger images answer 413 (``api.max_pixels``)
 MIN_SIDE            images with a smaller side answer 400 (``api.min_side``)
 INTRA_OP_THREADS    onnxruntime threads per inference; 0 uses every core
 CHANNEL_TIMEOUT_S   the server closes a connection silent this long (``api.channel_timeout_s``)
+MONITORING          live input/prediction statistics and OOD scores (``monitor.enabled``)
+OOD_THRESHOLD       an OOD score above this is flagged (``monitor.ood_threshold``)
 ==================  ===============================================================
 
 Every answer carries ``X-Model-Version`` and ``X-Request-ID`` and is counted, timed and logged as
@@ -44,7 +46,9 @@ from api.openapi import openapi_document
 from api.requestlog import REQUEST_ID_HEADER, log_request, request_id
 from core.config import ConfigError, load_params
 from core.predictor import Predictor
-from core.preprocess import ImageError, image_bytes_to_array, image_dimensions
+from core.preprocess import ImageError, image_dimensions, open_image, to_array
+from monitoring.live import LiveMonitor
+from monitoring.summaries import source_of
 from registry.store import STAGES, Registry
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ def default_config(params: Mapping[str, Any]) -> dict:
         "MIN_SIDE": api["min_side"],
         "INTRA_OP_THREADS": api["intra_op_threads"],
         "CHANNEL_TIMEOUT_S": api["channel_timeout_s"],
+        "MONITORING": params["monitor"]["enabled"],
+        "OOD_THRESHOLD": params["monitor"]["ood_threshold"],
     }
 
 
@@ -88,15 +94,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ConfigError(f"MODEL_STAGE must be one of {', '.join(STAGES)}, got {stage!r}")
     if stage != "production" and not version:
         raise ConfigError(f"serving the {stage} stage needs a MODEL_VERSION")
+    registry = Registry(app.config["REGISTRY_URI"])
+    monitor = LiveMonitor(bool(app.config["MONITORING"]), float(app.config["OOD_THRESHOLD"]))
     holder = ModelHolder(
-        Registry(app.config["REGISTRY_URI"]),
+        registry,
         stage=stage,
         version=version or None,
         reload_interval_s=float(app.config["RELOAD_INTERVAL_S"]),
         intra_op_threads=int(app.config["INTRA_OP_THREADS"]),
+        on_load=lambda predictor: monitor.load(registry, stage, predictor.version, predictor.classes),
     )
     app.extensions["model_holder"] = holder
+    app.extensions["monitor"] = monitor
     app.extensions["metrics"] = Metrics(holder)
+    app.extensions["metrics"].registry.register(monitor.collector())
     app.register_blueprint(bp)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ImageError, _image_error)
@@ -129,20 +140,24 @@ def _served_predictor() -> Predictor:
 
 
 def _decode(data: bytes, predictor: Predictor):
-    """The network input for one image of the request, counted as ok or by its error code."""
+    """``(network input, its source's size and mode)`` for one image of the request, counted as ok or by its error code."""
     config = current_app.config
     try:
-        image = image_bytes_to_array(data, predictor.image_size, max_pixels=config["MAX_PIXELS"],
-                                     min_side=config["MIN_SIDE"])
+        image = open_image(data, max_pixels=config["MAX_PIXELS"], min_side=config["MIN_SIDE"])
+        pixels = to_array(image, predictor.image_size)
     except ImageError as exc:
         _metrics().count_image(exc.code)
         raise
     _metrics().count_image("ok")
-    return image
+    return pixels, source_of(image)
 
 
-def _prediction(predictor: Predictor, label: str, probabilities: dict[str, float]) -> dict:
-    return {"model_version": predictor.version, "label": label, "probabilities": probabilities}
+def _prediction(predictor: Predictor, decoded, label: str, probabilities: dict[str, float]) -> dict:
+    """The answer for one image; its summaries and the answer go into the live statistics."""
+    pixels, source = decoded
+    monitor: LiveMonitor = current_app.extensions["monitor"]
+    return {"model_version": predictor.version, "label": label, "probabilities": probabilities,
+            "out_of_distribution": monitor.observe(predictor.version, pixels, source, list(probabilities.values()))}
 
 
 @bp.post("/predict")
@@ -150,8 +165,9 @@ def predict():
     """Classify one image."""
     data = single_image_bytes(request)
     predictor = _served_predictor()
-    label, probabilities = predictor.classify(_decode(data, predictor))
-    return jsonify(_prediction(predictor, label, probabilities))
+    decoded = _decode(data, predictor)
+    label, probabilities = predictor.classify(decoded[0])
+    return jsonify(_prediction(predictor, decoded, label, probabilities))
 
 
 @bp.post("/predict/batch")
@@ -162,17 +178,18 @@ def predict_batch():
     _check_batch_pixels(uploads, config["MAX_BATCH_PIXELS"])
     predictor = _served_predictor()
     entries: list[dict | None] = []
-    images, slots = [], []
+    decoded, slots = [], []
     for upload in uploads:
         try:
-            images.append(_decode(upload.read(), predictor))
+            decoded.append(_decode(upload.read(), predictor))
         except ImageError as exc:
             entries.append(error_payload(exc.code, str(exc)))
             continue
         slots.append(len(entries))
         entries.append(None)
-    for slot, (label, probabilities) in zip(slots, predictor.classify_batch(images)):
-        entries[slot] = _prediction(predictor, label, probabilities)
+    answers = predictor.classify_batch([pixels for pixels, _ in decoded])
+    for slot, one, (label, probabilities) in zip(slots, decoded, answers):
+        entries[slot] = _prediction(predictor, one, label, probabilities)
     return jsonify(entries)
 
 
@@ -218,6 +235,13 @@ def model():
 def metrics():
     """Prometheus metrics."""
     return Response(_metrics().render(), content_type=METRICS_CONTENT_TYPE)
+
+
+@bp.get("/monitoring")
+def monitoring():
+    """The live statistics of the served version (``make monitor`` reads and merges them)."""
+    _served_predictor()
+    return jsonify(current_app.extensions["monitor"].snapshot())
 
 
 @bp.get("/openapi.json")

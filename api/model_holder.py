@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from core.predictor import ModelUnusable, Predictor
 from registry.store import MODEL_FILE, Registry, RegistryError
@@ -26,7 +27,8 @@ class ModelHolder:
 
     Follow mode (``version=None``): serve the version of the production pointer, polled every
     ``reload_interval_s`` seconds (0: only at start). Fixed mode: serve ``version`` of ``stage``,
-    as the acceptance tests do with a testing version.
+    as the acceptance tests do with a testing version. ``on_load(predictor)`` runs on each new
+    model before it serves (the live statistics start a new window there); it must not raise.
     """
 
     def __init__(
@@ -36,12 +38,14 @@ class ModelHolder:
         version: str | None = None,
         reload_interval_s: float = 2.0,
         intra_op_threads: int = 0,
+        on_load: Callable[[Predictor], None] | None = None,
     ):
         self.registry = registry
         self.stage = stage
         self.fixed_version = version
         self.reload_interval_s = reload_interval_s
         self.intra_op_threads = intra_op_threads
+        self.on_load = on_load  # called with a new model after its warm-up, before it serves
         self.load_counts = {"success": 0, "failure": 0}
         self._predictor: Predictor | None = None
         # (wanted version, why it is not served or None), replaced as one tuple so that readers
@@ -113,6 +117,8 @@ class ModelHolder:
         model_bytes = self.registry.read_file(version, MODEL_FILE, self.stage)
         predictor = Predictor(model_bytes, metadata, intra_op_threads=self.intra_op_threads)
         predictor.warm_up()
+        if self.on_load is not None:
+            self.on_load(predictor)
         return predictor
 
     def _report(self, subject: str, message: str) -> None:

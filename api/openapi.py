@@ -31,7 +31,7 @@ ERROR_SCHEMA = {
 
 PREDICTION_SCHEMA = {
     "type": "object",
-    "required": ["model_version", "label", "probabilities"],
+    "required": ["model_version", "label", "probabilities", "out_of_distribution"],
     "additionalProperties": False,
     "properties": {
         "model_version": {"type": "string", "examples": ["v0007-20261127T133000Z"]},
@@ -41,6 +41,65 @@ PREDICTION_SCHEMA = {
             "description": "Probability of every class, in the model's class order; they sum to 1.",
             "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
             "minProperties": 2,
+        },
+        "out_of_distribution": {
+            "type": "object",
+            "required": ["score", "flagged"],
+            "additionalProperties": False,
+            "description": "How far the image lies outside what the model was trained on (monitoring/reference.py): "
+            "robust standard deviations beyond the training range of its appearance features. Both are "
+            "null when the model version has no monitoring reference (registered before monitoring) "
+            "or monitoring is off (monitor.enabled).",
+            "properties": {
+                "score": {"type": ["number", "null"], "minimum": 0},
+                "flagged": {"type": ["boolean", "null"], "description": "score > monitor.ood_threshold"},
+            },
+        },
+    },
+}
+
+HISTOGRAM_SCHEMA = {
+    "type": "object",
+    "required": ["counts"],
+    "properties": {
+        "edges": {"type": "array", "items": {"type": ["number", "null"]},
+                  "description": "Bin edges (one more than counts); null: an open end."},
+        "categories": {"type": "array", "items": {"type": "string"}},
+        "counts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    },
+}
+
+MONITORING_SCHEMA = {
+    "type": "object",
+    "required": ["version", "enabled", "window", "reference", "ood_threshold", "stats"],
+    "properties": {
+        "version": {"type": "string", "description": "The served version; the statistics restart when it changes."},
+        "enabled": {"type": "boolean"},
+        "window": {
+            "type": "object",
+            "required": ["started_at", "until", "seconds", "last_request_at"],
+            "properties": {
+                "started_at": {"type": "string", "description": "When this version was loaded (UTC)."},
+                "until": {"type": "string", "description": "Now (UTC)."},
+                "seconds": {"type": "number"},
+                "last_request_at": {"type": ["string", "null"]},
+            },
+        },
+        "reference": {"type": "boolean", "description": "Whether the version has a monitoring reference."},
+        "ood_threshold": {"type": "number"},
+        "stats": {
+            "type": "object",
+            "required": ["schema", "classes", "images", "predictions", "ood", "histograms"],
+            "description": "Counts in fixed bins: the statistics of several replicas add up bin by bin.",
+            "properties": {
+                "schema": {"const": 1},
+                "classes": {"type": "array", "items": {"type": "string"}},
+                "images": {"type": "integer", "minimum": 0},
+                "predictions": {"type": "integer", "minimum": 0},
+                "ood": {"type": "object", "required": ["scored", "flagged"],
+                        "properties": {"scored": {"type": "integer"}, "flagged": {"type": "integer"}}},
+                "histograms": {"type": "object", "additionalProperties": HISTOGRAM_SCHEMA},
+            },
         },
     },
 }
@@ -225,6 +284,14 @@ def openapi_document(config: Mapping[str, Any]) -> dict:
             "/metrics": {"get": _operation(
                 "Prometheus metrics (text exposition format).",
                 responses={"200": _answer("Metrics.", {"type": "string"}, media_type="text/plain")},
+            )},
+            "/monitoring": {"get": _operation(
+                "Live input and prediction statistics of the served version (bounded, mergeable).",
+                description="Per-image summaries (intensity, size, bit depth, mode), predicted classes, "
+                "confidence and out-of-distribution scores since the served version was loaded, in fixed "
+                "bins. `make monitor` adds up the replicas' answers and compares them with the version's "
+                "reference.",
+                responses={"200": _answer("The statistics.", MONITORING_SCHEMA), "503": no_model},
             )},
             "/openapi.json": {"get": _operation(
                 "This document.",

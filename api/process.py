@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,17 +34,19 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def spawn_api(arguments: list[str], log_path: Path, detach: bool = False) -> subprocess.Popen:
+def spawn_api(arguments: list[str], log_path: Path, detach: bool = False,
+              environment: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start ``python -m api.serve ARGUMENTS`` with its output in ``log_path``.
 
-    ``detach`` puts it in its own session so it outlives the command that started it.
+    ``detach`` puts it in its own session so it outlives the command that started it;
+    ``environment`` adds to (or overrides) this process's environment variables.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "api.serve", *arguments],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=detach,
+            start_new_session=detach, env={**os.environ, **(environment or {})},
         )
 
 
@@ -154,13 +156,15 @@ def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
 
 @contextmanager
 def loopback_api(registry_uri: str, stage: str, version: str, log_path: Path,
-                 timeout_s: float) -> Iterator[tuple[str, subprocess.Popen]]:
+                 timeout_s: float, environment: Mapping[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """``(url, process)`` of an API serving ``version`` from ``stage`` on a free loopback port,
-    stopped on leaving; ApiProcessError when it does not come up serving it."""
+    stopped on leaving; ApiProcessError when it does not come up serving it. ``environment``:
+    settings of that API (``MONITOR_ENABLED=false``...)."""
     with tempfile.TemporaryDirectory() as work:
         port_file = Path(work) / "port"
         process = spawn_api(["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-                             "--registry", registry_uri, "--stage", stage, "--version", version], log_path)
+                             "--registry", registry_uri, "--stage", stage, "--version", version], log_path,
+                            environment=environment)
         try:
             port = wait_for_port_file(port_file, process, timeout_s, log_path)
             url = f"http://127.0.0.1:{port}"

@@ -155,7 +155,10 @@ class BackgroundServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish, close the sockets."""
         self._stopping.set()
-        self.server.pull_trigger()  # wakes the loop now instead of after LOOP_TIMEOUT_S
+        try:
+            self.server.pull_trigger()  # wakes the loop now instead of after LOOP_TIMEOUT_S
+        except OSError:
+            pass  # the loop woke by itself first, saw the flag and closed its sockets, the trigger's too
         self._thread.join(timeout)
 
     @property

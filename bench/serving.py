@@ -18,6 +18,8 @@ another process, against the in-process limit on the same bytes.
 - The API: ``python -m api.serve`` with the configured ``api.threads`` and
   ``api.intra_op_threads``, driven by ``wrk`` when it is on PATH (Debian package ``wrk``), else
   by a Python asyncio client in a separate process. Its CPU is read from ``/proc/<pid>/stat``.
+  It runs twice: with monitoring off and on (``monitor.enabled``: per-image summaries, the
+  out-of-distribution score, the live statistics), to measure what monitoring costs.
 """
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from api.process import ApiProcessError, loopback_api
 from core.config import REPO_ROOT
 from core.predictor import Predictor
-from core.preprocess import image_bytes_to_array
+from core.preprocess import image_bytes_to_array, to_array
 from model.synthetic import image_seed, render
+from monitoring.reference import REFERENCE_FILE, build_reference, reference_bytes
+from monitoring.summaries import summarize
 from registry.store import MODEL_FILE, Registry
 
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
@@ -53,6 +59,8 @@ TARGET_P50_SLACK_MS = 1.5  # API p50 at concurrency 1 may exceed the limit's by 
 TARGET_CPU_RATIO = 1.3  # API CPU per request, as a multiple of the limit's
 LARGE_SIDE = 2048  # a real radiograph's size
 SMALL_IMAGE = "299px 8-bit PNG"
+TARGET_MONITORING_EXTRA = 0.05  # API CPU per request with monitoring on, over off
+MONITORING = {"false": "off", "true": "on"}  # MONITOR_ENABLED of the API process -> the table's word
 WRK_SCRIPT = """
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
@@ -148,7 +156,7 @@ def newest_model(registry_uri: str) -> ServedModel | None:
 def untrained_model(params: dict, registry_uri: str) -> ServedModel:
     """The project's network with untrained weights, exported and registered (done once, cached)."""
     found = newest_model(registry_uri)
-    if found:
+    if found and REFERENCE_FILE in Registry(registry_uri).files(found.version, found.stage):
         return ServedModel(registry_uri, found.stage, found.version,
                            f"{found.version}: model/network.py, untrained weights (cached)")
     # TensorFlow only when no model is registered yet.
@@ -163,8 +171,24 @@ def untrained_model(params: dict, registry_uri: str) -> ServedModel:
     metadata = {"kind": "bench", "classes": params["classes"], "image_size": size,
                 "onnx": onnx_info(onnx_bytes, opset, 0.0),
                 "note": "untrained weights, for the serving benchmark only"}
-    version = Registry(registry_uri).register({"model.onnx": onnx_bytes}, metadata)
+    files = {"model.onnx": onnx_bytes, REFERENCE_FILE: sample_reference(params, onnx_bytes)}
+    version = Registry(registry_uri).register(files, metadata)
     return ServedModel(registry_uri, "testing", version, f"{version}: model/network.py, untrained weights")
+
+
+def sample_reference(params: dict, onnx_bytes: bytes, images_per_class: int = 16) -> bytes:
+    """A monitoring reference from sample-dataset images, so the API scores each request as it
+    does for a trained model (monitoring's full cost is measured)."""
+    from model.export import onnx_probabilities  # TensorFlow: only when the bench model is made
+
+    size, sample = params["data"]["image_size"], params["sample_data"]
+    images = [render(label, image_seed(sample["seed"], label, index), sample["image_size"])
+              for label in params["classes"] for index in range(images_per_class)]
+    arrays = np.stack([to_array(image, size) for image in images])
+    summaries = [summarize(array, *image.size, image.mode) for array, image in zip(arrays, images)]
+    probabilities = onnx_probabilities(onnx_bytes, arrays)
+    return reference_bytes(build_reference(params["classes"], summaries, probabilities, [], [],
+                                           params["monitor"]["ood_threshold"]))
 
 
 def served_model(params: dict) -> ServedModel:
@@ -408,6 +432,18 @@ def target_notes(steps: dict[int, tuple[Measure, Measure]]) -> list[str]:
     return notes
 
 
+def monitoring_notes(off: dict[int, tuple[Measure, Measure]], on: dict[int, tuple[Measure, Measure]]) -> list[str]:
+    """Monitoring's cost: API CPU per request with it on, as a share over off, at each concurrency."""
+    extra = {c: on[c][1].cpu_ms / off[c][1].cpu_ms - 1 for c in on if on[c][1].cpu_ms and off.get(c, (0, None))[1]
+             and off[c][1].cpu_ms}
+    if not extra:
+        return []
+    worst = max(extra.values())
+    shown = ", ".join(f"c={c} {value * 100:+.1f}%" for c, value in extra.items())
+    return [f"target monitoring CPU/request <= +{TARGET_MONITORING_EXTRA * 100:.0f}% over off: {shown}; "
+            f"{'met' if worst <= TARGET_MONITORING_EXTRA else 'MISSED'}"]
+
+
 def run(params: dict, quick: bool) -> dict:
     """Measure the limit, then the API, at each concurrency of ``bench.concurrency``."""
     bench, api = params["bench"], params["api"]
@@ -420,18 +456,24 @@ def run(params: dict, quick: bool) -> dict:
     large = large_images(params)
     large_limits = {name: best_limit(model, body, 1, seconds, api) for name, body in large.items()}
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        with loopback_api(model.registry_uri, model.stage, model.version, BENCH_DIR / "api.log",
-                          api["start_timeout_s"]) as (url, process):
-            drive(url, png, 1, min(seconds, 1.0), process.pid)  # warm up
-            steps = {c: (limits[c], drive(url, png, c, seconds, process.pid)) for c in concurrencies}
-            large_steps = {name: drive(url, body, 1, seconds, process.pid) for name, body in large.items()}
-    except ApiProcessError as exc:
-        raise BenchError(str(exc)) from exc
+    runs, large_steps = {}, {}
+    for monitoring in MONITORING:
+        try:
+            with loopback_api(model.registry_uri, model.stage, model.version, BENCH_DIR / "api.log",
+                              api["start_timeout_s"], {"MONITOR_ENABLED": monitoring}) as (url, process):
+                drive(url, png, 1, min(seconds, 1.0), process.pid)  # warm up
+                runs[monitoring] = {c: (limits[c], drive(url, png, c, seconds, process.pid)) for c in concurrencies}
+                if monitoring == "true":  # the large images with monitoring on, as production serves them
+                    large_steps = {name: drive(url, body, 1, seconds, process.pid) for name, body in large.items()}
+        except ApiProcessError as exc:
+            raise BenchError(str(exc)) from exc
+    steps = runs["true"]
     return {
         "title": "Serving: the API over HTTP against the in-process limit (decode + preprocess + session.run)",
-        "rows": [table_row(c, limit, measured) for c, (limit, measured) in steps.items()]
-        + [table_row(1, large_limits[name], measured, name, request_peak_bytes(model, large[name], png, api))
+        "rows": [{"c": c, "monitoring": MONITORING[monitoring], **table_row(c, limit, measured)}
+                 for monitoring, measured_steps in runs.items() for c, (limit, measured) in measured_steps.items()]
+        + [{"c": 1, "monitoring": "on",
+            **table_row(1, large_limits[name], measured, name, request_peak_bytes(model, large[name], png, api))}
            for name, measured in large_steps.items()],
         "notes": [
             f"model {model.description}; body {len(png)} bytes, a {params['sample_data']['image_size']}px "
@@ -444,6 +486,8 @@ def run(params: dict, quick: bool) -> dict:
             "session.run) in a fresh process; the decoded pixels alone are 4.2 MB at 8 bits, 8.4 MB at 16",
             f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
             + ("; quick mode: the numbers mean nothing" if quick else ""),
+            "monitoring on: the API summarises, scores and counts every image (monitor.enabled); off: it does not",
             *target_notes(steps),
+            *monitoring_notes(runs["false"], runs["true"]),
         ],
     }

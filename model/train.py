@@ -24,6 +24,7 @@ from core.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
 from model.validation import groups_contact_sheet, validate_dataset
+from monitoring.reference import REFERENCE_FILE, reference_bytes
 from notify.outcome import tell
 from notify.report import render_html
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
@@ -182,11 +183,11 @@ def fit(model, usable, params: dict) -> tuple[object, dict]:
     }
 
 
-def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes, list[dict], np.ndarray]:
+def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes, list[dict], np.ndarray, np.ndarray]:
     """Export ONNX; its metrics on the test split, its parity against Keras, and per test image
     what it predicted (the acceptance tests compare the served model with these, image by image).
 
-    Returns ``(metrics, onnx record, onnx bytes, predictions, decoded test images)``.
+    Returns ``(metrics, onnx record, onnx bytes, predictions, decoded test images, ONNX probabilities)``.
     """
     from model.evaluate import classification_metrics
     from model.export import ExportError, export_onnx, onnx_info, onnx_probabilities
@@ -213,7 +214,7 @@ def evaluate_and_export(model, usable, params: dict) -> tuple[dict, dict, bytes,
          "top_probability": round(float(p.max()), 6), "probabilities": [float(value) for value in p]}
         for e, p in zip(examples, probabilities)
     ]
-    return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images
+    return metrics, onnx_info(onnx_bytes, opset, parity), onnx_bytes, predictions, images, probabilities
 
 
 def production_now(registry: Registry | None, usable, decoded: dict, evaluated: dict | None = None,
@@ -247,6 +248,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
     """
     from model.evaluate import plot_confusion_matrix, plot_training_curves
     from model.network import build_network
+    from model.reference import reference_statistics
 
     usable, report = data or load_training_data(params)
     groups = report.get("groups") or {}
@@ -255,7 +257,8 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
     model = start_from() if start_from else build_network(params["data"]["image_size"], len(params["classes"]),
                                                           speed=params["speed"])
     model, training = fit(model, usable, params)
-    metrics, onnx_record, onnx_bytes, predictions, images = evaluate_and_export(model, usable, params)
+    metrics, onnx_record, onnx_bytes, predictions, images, probabilities = evaluate_and_export(model, usable, params)
+    reference = reference_statistics(usable, params, onnx_bytes, images, probabilities)
     production = production_now(registry, usable, {params["data"]["image_size"]: images}, parent_evaluation,
                                 params["api"]["max_pixels"], params["api"]["min_side"])
     gate = apply_gate(metrics, onnx_record["parity_max_abs_diff"], params["gate"], production)
@@ -280,6 +283,8 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         "gate": gate,
         "onnx": onnx_record,
         "test_predictions": {"file": TEST_PREDICTIONS_FILE, "images": len(predictions)},
+        "monitoring": {"reference": REFERENCE_FILE, "train_images": reference.train.images,
+                       "test_images": reference.test.images},
         "images": dict(params["images"]),
         "libraries": library_versions(),
         "reports": reports,
@@ -298,6 +303,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         files[GROUPS_IMAGE] = groups_contact_sheet(usable, report, params)
     files[MODEL_FILE] = onnx_bytes
     files[TEST_PREDICTIONS_FILE] = json.dumps(predictions, indent=1).encode()
+    files[REFERENCE_FILE] = reference_bytes(reference)  # create-only, like every file before metadata.json
     return metadata, files
 
 

@@ -209,14 +209,14 @@ def test_the_openapi_document_is_valid_and_describes_every_endpoint(api):
     document = api.get("/openapi.json").json()
     validate_openapi(document)
     assert set(document["paths"]) == {"/predict", "/predict/batch", "/healthz", "/readyz", "/model",
-                                      "/metrics", "/openapi.json"}
+                                      "/metrics", "/openapi.json", "/monitoring"}
     assert {"200", "400", "413", "415", "503", "default"} <= set(document["paths"]["/predict"]["post"]["responses"])
 
 
 def test_real_answers_match_the_openapi_document(serve, registry):
     empty = serve()
     checker = OpenApiChecker(empty.get("/openapi.json").json())
-    for route in ("/readyz", "/model"):
+    for route in ("/readyz", "/model", "/monitoring"):
         checker.check("GET", route, empty.get(route))
     checker.check("POST", "/predict", empty.predict_png(image_bytes()))
 
@@ -228,6 +228,7 @@ def test_real_answers_match_the_openapi_document(serve, registry):
         ("GET", "/readyz", api.get("/readyz")),
         ("GET", "/model", api.get("/model")),
         ("GET", "/metrics", api.get("/metrics")),
+        ("GET", "/monitoring", api.get("/monitoring")),
         ("GET", "/openapi.json", api.get("/openapi.json")),
         ("GET", "/predict", api.get("/predict")),
         ("POST", "/predict", api.predict_png(image_bytes())),

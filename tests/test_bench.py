@@ -13,8 +13,9 @@ from helpers import clean_env, run_module
 from bench.__main__ import format_table
 from registry.store import Registry
 
-COLUMNS = ["c", "image", "limit img/s", "limit p50 ms", "limit p99 ms", "limit CPU ms", "limit onnxruntime",
-           "API req/s", "API p50 ms", "API p99 ms", "API CPU ms", "API/limit", "errors", "peak MB/req"]
+COLUMNS = ["c", "monitoring", "image", "limit img/s", "limit p50 ms", "limit p99 ms", "limit CPU ms",
+           "limit onnxruntime", "API req/s", "API p50 ms", "API p99 ms", "API CPU ms", "API/limit", "errors",
+           "peak MB/req"]
 
 
 def test_help_names_the_sections_and_shows_an_example():
@@ -50,9 +51,11 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("c "))
     assert header.split("  ") and all(column in header for column in COLUMNS)
     table = json.loads(report.read_text())["serving"]
-    assert [(row["c"], row["image"]) for row in table["rows"]] == [
-        (1, "299px 8-bit PNG"), (4, "299px 8-bit PNG"), (1, "2048px 8-bit PNG"), (1, "2048px 16-bit PNG")]
-    eight, sixteen = table["rows"][2]["peak MB/req"], table["rows"][3]["peak MB/req"]
+    small = "299px 8-bit PNG"
+    assert [(row["c"], row["monitoring"], row["image"]) for row in table["rows"]] == [
+        (1, "off", small), (4, "off", small), (1, "on", small), (4, "on", small),
+        (1, "on", "2048px 8-bit PNG"), (1, "on", "2048px 16-bit PNG")]
+    eight, sixteen = table["rows"][4]["peak MB/req"], table["rows"][5]["peak MB/req"]
     # 2048x2048: 4.2 MB decoded at 8 bits, 8.4 MB at 16; a full-size float32 copy alone is 16.8 MB.
     assert 0 < eight < 3 * 4.2 and 0 < sixteen < 3 * 8.4
     for row in table["rows"]:
@@ -62,4 +65,4 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     notes = " ".join(table["notes"])
     assert f"model {version} (newest testing version)" in notes
     assert ("wrk" if generator == "wrk" else "Python asyncio client") in notes
-    assert "target c=4" in notes and "target c=1" in notes
+    assert "target c=4" in notes and "target c=1" in notes and "target monitoring CPU/request" in notes

@@ -99,6 +99,21 @@ def test_report_images_are_real_pngs(candidate):
         assert image.format == "PNG" and image.size[0] > 200
 
 
+def test_the_monitoring_reference_describes_the_training_images_and_the_answers_on_the_test_split(candidate):
+    from monitoring.reference import REFERENCE_FILE, Reference
+
+    _, metadata, files = candidate
+    reference = Reference.from_json(json.loads(files[REFERENCE_FILE]))
+    splits = metadata["dataset"]["split_counts"]
+    assert reference.train.images == reference.train.predictions == metadata["monitoring"]["train_images"]
+    assert reference.train.images == splits["train"]  # fewer than monitor.reference_max_images
+    assert reference.test.images == metadata["metrics"]["test_images"]
+    predicted = np.asarray(metadata["metrics"]["confusion"]).sum(axis=0)  # the model's answers by class
+    assert reference.test.histogram("class")[:len(predicted)].tolist() == predicted.tolist()
+    assert reference.train.histogram("width").sum() == reference.train.images
+    assert (reference.low <= reference.high).all()
+
+
 def test_register_candidate_stores_files_and_report_with_metadata_last(candidate):
     from model.train import register_candidate
 
@@ -107,7 +122,8 @@ def test_register_candidate_stores_files_and_report_with_metadata_last(candidate
     version = register_candidate(registry, metadata, files)
     assert registry.versions("testing") == [version]
     assert set(registry.files(version)) >= {"model.onnx", "model.keras", "metadata.json", "report.html",
-                                            "training_curves.png", "confusion_matrix.png"}
+                                            "training_curves.png", "confusion_matrix.png",
+                                            "monitoring_reference.json"}
     assert registry.read_file(version, "model.onnx") == files["model.onnx"]
     assert version in registry.read_file(version, "report.html").decode()
     assert registry.metadata(version)["tests"] == []

@@ -27,7 +27,7 @@ def test_api_serves_the_version_under_test(http, api_url, model_version):
 def test_prediction_follows_the_schema(answer, metadata, model_version):
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert set(body) == {"model_version", "label", "probabilities"}
+    assert set(body) == {"model_version", "label", "probabilities", "out_of_distribution"}
     assert body["model_version"] == model_version
     assert answer.headers["X-Model-Version"] == model_version
     assert list(body["probabilities"]) == metadata["classes"]
@@ -39,3 +39,12 @@ def test_probabilities_are_a_distribution_and_label_is_their_argmax(answer):
     assert all(0.0 <= p <= 1.0 for p in probabilities.values())
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert answer.json()["label"] == max(probabilities, key=probabilities.get)
+
+
+def test_the_answer_carries_an_out_of_distribution_score_when_the_version_has_a_reference(answer, metadata):
+    ood = answer.json()["out_of_distribution"]
+    assert set(ood) == {"score", "flagged"}
+    if metadata.get("monitoring"):  # versions registered before monitoring have no reference: null
+        assert isinstance(ood["score"], float) and ood["score"] >= 0 and isinstance(ood["flagged"], bool)
+    else:
+        assert ood == {"score": None, "flagged": None}
