@@ -23,8 +23,10 @@ and ``rollback`` touch a fixed number of objects however long the history is.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import logging
 import os
 import re
 import subprocess
@@ -50,6 +52,7 @@ AUDIT_PREFIX = "audit"
 INDEX_PREFIX = "index"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
 DEFAULT_GC_GRACE_S = 3600.0
+LOG = logging.getLogger(__name__)
 
 
 class RegistryError(RuntimeError):
@@ -66,6 +69,10 @@ class PromotionRefused(RegistryError):
 
 class ConcurrentChange(RegistryError):
     """Someone else moved the production pointer first; nothing of ours was changed."""
+
+
+class RevertFailed(RegistryError):
+    """What followed a pointer move failed, and the pointer could not be moved back either."""
 
 
 def utc_now() -> str:
@@ -296,12 +303,15 @@ class Registry:
         return json.loads(data), generation
 
     def promote(self, version: str | None = None, by: str | None = None,
-                verify: Callable[[str, bytes, dict], None] | None = None) -> dict:
+                verify: Callable[[str, bytes, dict], None] | None = None,
+                then: Callable[[dict], None] | None = None) -> dict:
         """Copy a tested testing version to production and point production at it.
 
         ``verify(version, model_bytes, metadata)`` runs first and raises to refuse a model that
         cannot be served. The verdict is read and the pointer moved under the version's lease, so
-        a test run recorded meanwhile cannot be promoted past.
+        a test run recorded meanwhile cannot be promoted past. ``then(pointer)`` (the deploy) runs
+        once the pointer moved and the lease is given back; any exception or signal from the
+        pointer move on moves the pointer back and propagates (see :meth:`_finish_or_undo`).
         """
         by = by or whoami()
         if version is None:
@@ -314,15 +324,46 @@ class Registry:
         metadata = self._promotable(version)
         if verify is not None:
             verify(version, self.read_file(version, MODEL_FILE, "testing"), metadata)
-        with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s) as held:
-            self._promotable(version)  # again: a test run may have been recorded meanwhile
-            replaced, generation = self._read_pointer()
-            if replaced and replaced.get("version") == version:
-                raise PromotionRefused(f"{version} is already the production version")
-            self._copy_to_production(version)
-            held.check()
-            pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced["audit"])
-            return self._commit(pointer, replaced, generation)
+        moved: list[dict] = []
+        with self._finish_or_undo(moved, then):
+            with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s) as held:
+                self._promotable(version)  # again: a test run may have been recorded meanwhile
+                replaced, generation = self._read_pointer()
+                if replaced and replaced.get("version") == version:
+                    raise PromotionRefused(f"{version} is already the production version")
+                self._copy_to_production(version)
+                held.check()
+                pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced["audit"])
+                moved.append(self._commit(pointer, replaced, generation))
+        return moved[0]
+
+    @contextlib.contextmanager
+    def _finish_or_undo(self, moved: list[dict], then: Callable[[dict], None] | None):
+        """Run the block (which appends the pointer it committed to ``moved``), then ``then(pointer)``.
+
+        Once the pointer moved, the change either finishes or is undone: any exception or signal
+        (KeyboardInterrupt, SIGTERM turned into an exception by the CLI) before ``then`` returns
+        moves the pointer back, then propagates. When even that fails, an Exception becomes
+        RevertFailed saying both; a signal propagates as it is, the failure logged.
+        """
+        try:
+            yield
+            if moved and then is not None:
+                then(moved[0])
+        except BaseException as exc:
+            if not moved:
+                raise
+            what = str(exc) or type(exc).__name__
+            try:
+                self.revert(moved[0], reason=f"failed after the pointer moved: {what}")
+            except (RegistryError, StorageError) as revert_exc:
+                message = (f"{moved[0]['action']} of {moved[0]['version']} failed after the pointer moved ({what}), "
+                           f"and production could not be moved back: {revert_exc}")
+                if not isinstance(exc, Exception):
+                    LOG.error("%s", message)
+                    raise
+                raise RevertFailed(message) from exc
+            raise
 
     def _promotable(self, version: str) -> dict:
         """The merged metadata of ``version``; PromotionRefused, saying why, unless it may be promoted."""
@@ -342,15 +383,19 @@ class Registry:
         for name in sorted(names, key=lambda name: name == METADATA_FILE):
             self.storage.copy(f"testing/{version}/{name}", f"production/{version}/{name}")
 
-    def rollback(self, by: str | None = None) -> dict:
-        """Point production back at the version it served before the current one."""
+    def rollback(self, by: str | None = None, then: Callable[[dict], None] | None = None) -> dict:
+        """Point production back at the version it served before the current one; ``then`` as in
+        :meth:`promote`."""
         current, generation = self._read_pointer()
         if not current or not current.get("version"):
             raise RegistryError("nothing was promoted yet: there is no production version")
         target = self._restorable(current)
         if target is None or not target.get("version"):
             raise RegistryError(f"{current['version']} is the first production version: nothing to roll back to")
-        return self._commit(self._restored("rollback", current, target, by or whoami()), current, generation)
+        moved: list[dict] = []
+        with self._finish_or_undo(moved, then):
+            moved.append(self._commit(self._restored("rollback", current, target, by or whoami()), current, generation))
+        return moved[0]
 
     def revert(self, promoted: dict, reason: str, by: str | None = None) -> dict:
         """Undo the change that wrote the pointer ``promoted``, if the pointer is still that one.
@@ -417,7 +462,12 @@ class Registry:
                 f"the production pointer changed while this {pointer['action']} ran (another promotion or "
                 "rollback won); nothing was changed: run the command again"
             ) from exc
-        self._ensure_audit(pointer)
+        try:
+            self._ensure_audit(pointer)
+        except StorageError as exc:
+            # The pointer has moved: this must not fail the change. The next change or gc repairs it.
+            LOG.warning("warning: %s of %s is done, but its audit record could not be written yet "
+                        "(the next change or `registry gc` writes it): %s", pointer["action"], pointer["version"], exc)
         return pointer
 
     def _ensure_audit(self, pointer: dict | None) -> None:
@@ -467,6 +517,6 @@ class Registry:
         return found
 
 
-__all__ = ["Registry", "RegistryError", "VersionNotFound", "PromotionRefused", "ConcurrentChange",
+__all__ = ["Registry", "RegistryError", "VersionNotFound", "PromotionRefused", "ConcurrentChange", "RevertFailed",
            "StorageError", "STAGES", "METADATA_FILE", "MODEL_FILE", "KERAS_FILE", "utc_now", "whoami",
            "tests_passed"]

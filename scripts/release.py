@@ -3,18 +3,26 @@
 ``make promote`` and ``make rollback`` run this. The registry checks that the version may be
 promoted and that its model loads and answers before the production pointer moves; then the API
 is deployed (locally: started, or the running one switches; ``--deploy gke``: the GKE Deployment
-is rolled). If the deploy fails, the pointer is moved back to what it was, so the registry never
-says production is a version that is not being served, and the command exits non-zero.
+is rolled). If the deploy fails, or anything else stops the command once the pointer moved (an
+error, Ctrl-C, SIGTERM from a Tekton timeout), the pointer is moved back to what it was, so the
+registry never says production is a version that is not being served, and the command exits
+non-zero. A storage error after the pointer moved (giving back the lease, writing the audit
+record) is only a warning: the change is done and the deploy runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import signal
+import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.store import ConcurrentChange, Registry, RegistryError
+from registry.store import Registry, RegistryError, RevertFailed
 from registry.verify import verify_servable
 from scripts.api_process import ApiProcessError
 from scripts.deploy import DeployRefused, run_dir_option, start_api
@@ -25,6 +33,24 @@ DEPLOY_TARGETS = ("local", "gke")
 
 class DeployFailed(RuntimeError):
     """The API could not be brought onto the new production version."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a Tekton timeout, a deleted pod): like KeyboardInterrupt, not an Exception."""
+
+
+@contextlib.contextmanager
+def terminate_as_exception():
+    """Turn SIGTERM into :class:`Terminated` for the block, so a change in progress is undone
+    (the default action would end the process between the pointer move and the deploy)."""
+    def raise_terminated(signum, _frame):
+        raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def deploy(params: dict, target: str, run_dir: Path, version: str) -> None:
@@ -43,19 +69,42 @@ def deploy(params: dict, target: str, run_dir: Path, version: str) -> None:
         raise DeployFailed(str(exc)) from exc
 
 
-def deploy_or_revert(registry: Registry, pointer: dict, params: dict, target: str, run_dir: Path) -> None:
-    """Deploy the version ``pointer`` names; on failure move the pointer back and raise."""
-    try:
+def change_and_deploy(registry: Registry, change: Callable[..., dict], params: dict, target: str,
+                      run_dir: Path) -> dict:
+    """Move the pointer with ``change`` (registry.promote or rollback, given ``then``), then deploy
+    the version it names. Whatever fails or stops the process once the pointer moved (a failed
+    deploy, any other error, Ctrl-C, SIGTERM) moves the pointer back; the error says where
+    production is now."""
+    deployed: list[str] = []
+
+    def then(pointer: dict) -> None:
+        click.echo(f"{pointer['action']}: production is {pointer['version']} (previous: {pointer['previous']}); "
+                   "deploying")
+        deployed.append(pointer["version"])
         deploy(params, target, run_dir, pointer["version"])
-    except DeployFailed as exc:
-        try:
-            restored = registry.revert(pointer, reason=f"deploy failed: {exc}")
-        except (ConcurrentChange, RegistryError, StorageError) as revert_exc:
-            raise click.ClickException(f"the deploy of {pointer['version']} failed ({exc}), and production could "
-                                       f"not be moved back: {revert_exc}") from exc
-        back = restored["version"] or "nothing (no production version)"
-        raise click.ClickException(f"the deploy of {pointer['version']} failed, so production was moved back to "
-                                   f"{back}: {exc}") from exc
+
+    try:
+        with terminate_as_exception():
+            return change(then=then)
+    except RevertFailed as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (RegistryError, StorageError) as exc:
+        if not deployed:
+            raise click.ClickException(str(exc)) from exc
+        failed = exc
+    except (Exception, Terminated) as exc:  # noqa: BLE001  (the pointer was moved back; say so)
+        if not deployed:
+            raise
+        failed = exc
+    try:
+        back = registry.production_version() or "nothing (no production version)"
+    except StorageError as exc:
+        back = f"an unknown version (the pointer cannot be read: {exc})"
+    message = f"the deploy of {deployed[0]} failed, so production was moved back to {back}: {failed}"
+    if isinstance(failed, Terminated):
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    raise click.ClickException(message) from failed
 
 
 deploy_option = click.option("--deploy", "target", type=click.Choice(DEPLOY_TARGETS), default="local",
@@ -91,12 +140,8 @@ def promote(version, target, by, run_dir):
     Example: python -m scripts.release promote --version v0007-20261127T133000Z --deploy local
     """
     params, registry = _setup("promote")
-    try:
-        pointer = registry.promote(version or None, by, verify=verify_servable)
-    except (RegistryError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"promoted {pointer['version']} to production (previous: {pointer['previous']}); deploying")
-    deploy_or_revert(registry, pointer, params, target, run_dir)
+    pointer = change_and_deploy(registry, functools.partial(registry.promote, version or None, by,
+                                                            verify=verify_servable), params, target, run_dir)
     click.echo(f"{pointer['version']} is production and serving")
 
 
@@ -110,12 +155,7 @@ def rollback(target, by, run_dir):
     Example: python -m scripts.release rollback
     """
     params, registry = _setup("rollback")
-    try:
-        pointer = registry.rollback(by)
-    except (RegistryError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"production rolled back to {pointer['version']}; deploying")
-    deploy_or_revert(registry, pointer, params, target, run_dir)
+    pointer = change_and_deploy(registry, functools.partial(registry.rollback, by), params, target, run_dir)
     click.echo(f"{pointer['version']} is production and serving")
 
 
