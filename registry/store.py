@@ -106,6 +106,13 @@ def _json(data: dict) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
+def check_version_name(version: str | None) -> str:
+    """``version`` when it is a version name; VersionNotFound saying so otherwise."""
+    if not VERSION_PATTERN.match(version or ""):
+        raise VersionNotFound(f"{version!r} is not a version name (like v0007-20261127T133000Z)")
+    return version
+
+
 def version_number(version: str) -> int:
     return int(VERSION_PATTERN.match(version).group(1))
 
@@ -129,8 +136,7 @@ class Registry:
 
     def holders(self, version: str) -> list[str]:
         """The stages that hold ``version`` (testing first)."""
-        if not VERSION_PATTERN.match(version or ""):
-            raise VersionNotFound(f"{version!r} is not a version name (like v0007-20261127T133000Z)")
+        check_version_name(version)
         return [stage for stage in STAGES if self.storage.exists(f"{stage}/{version}/{METADATA_FILE}")]
 
     def stage_of(self, version: str) -> str:
@@ -194,10 +200,15 @@ class Registry:
         return None
 
     def audit(self) -> list[dict]:
-        """Every promotion, rollback and revert, oldest first."""
-        self._ensure_audit(self._read_pointer()[0])
-        return [json.loads(self.storage.read(f"{AUDIT_PREFIX}/{name}"))
-                for name in self.storage.list(AUDIT_PREFIX)[0]]
+        """Every promotion, rollback and revert, oldest first. Only reads (a read-only principal can
+        run it): the pointer's own record, when a crash or a storage error left it unwritten, is
+        shown from the pointer, and written by the next change or `gc --apply`."""
+        names = self.storage.list(AUDIT_PREFIX)[0]
+        records = [json.loads(self.storage.read(f"{AUDIT_PREFIX}/{name}")) for name in names]
+        pointer = self._read_pointer()[0]
+        if pointer and pointer.get("audit") and f"{pointer['audit']}.json" not in names:
+            records.append(self._audit_record(pointer))
+        return records
 
     # --- registering ------------------------------------------------------------------------
 
@@ -470,17 +481,21 @@ class Registry:
                         "(the next change or `registry gc` writes it): %s", pointer["action"], pointer["version"], exc)
         return pointer
 
-    def _ensure_audit(self, pointer: dict | None) -> None:
-        if not pointer or not pointer.get("audit"):
-            return
+    @staticmethod
+    def _audit_record(pointer: dict) -> dict:
         record = {
             "action": pointer["action"], "version": pointer["version"], "replaced": pointer["replaced"],
             "at": pointer["promoted_at"], "by": pointer["promoted_by"], "pointer": pointer,
         }
         if pointer.get("reason"):
             record["reason"] = pointer["reason"]
+        return record
+
+    def _ensure_audit(self, pointer: dict | None) -> None:
+        if not pointer or not pointer.get("audit"):
+            return
         try:
-            self.storage.create(f"{AUDIT_PREFIX}/{pointer['audit']}.json", _json(record))
+            self.storage.create(f"{AUDIT_PREFIX}/{pointer['audit']}.json", _json(self._audit_record(pointer)))
         except AlreadyExists:
             pass
 

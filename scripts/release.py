@@ -22,7 +22,7 @@ from typing import Callable
 import click
 
 from model.config import ConfigError, describe, load_params
-from registry.store import Registry, RegistryError, RevertFailed
+from registry.store import Registry, RegistryError, RevertFailed, check_version_name
 from registry.verify import verify_servable
 from scripts.api_process import ApiProcessError
 from scripts.deploy import DeployRefused, run_dir_option, start_api
@@ -129,8 +129,16 @@ def cli():
     """
 
 
+def _version_name(_ctx, _param, value: str | None) -> str | None:
+    try:
+        return check_version_name(value) if value else value
+    except RegistryError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @cli.command()
-@click.option("--version", "version", help="Testing version to promote (default: the newest whose tests passed).")
+@click.option("--version", "version", callback=_version_name,
+              help="Testing version to promote (default: the newest whose tests passed).")
 @deploy_option
 @by_option
 @run_dir_option

@@ -184,3 +184,31 @@ def test_the_rollout_wait_grows_with_the_replicas_and_the_progress_deadline(tmp_
     rollout(version, gke_params(registry.uri), namespace="xray-mlops", timeout_s=30)
     waits = [call[-1] for call in state()["calls"] if "status" in call]
     assert waits == [f"--timeout={expected}"]
+
+
+class ReadOnlyStorage:
+    """A real backend seen through a read-only principal: every write is refused (403)."""
+
+    def __init__(self, inner):
+        self.inner, self.attempts = inner, []
+
+    def __getattr__(self, name):
+        if name in ("create", "replace", "write", "copy", "delete"):
+            def refused(path, *args):
+                self.attempts.append((name, path))
+                raise StorageError(f"cannot write {path}: permission denied (403)")
+            return refused
+        return getattr(self.inner, name)
+
+
+def test_read_commands_never_write_and_audit_shows_a_record_a_crash_left_unwritten(storage_uri):
+    registry = Registry(storage_uri)
+    version = register_model(registry)
+    pointer = registry.promote(version, by="owner")
+    registry.storage.delete(f"audit/{pointer['audit']}.json")  # a crash right after the swap
+    reader = Registry(storage_uri, storage=ReadOnlyStorage(open_storage(storage_uri)))
+    assert [(r["action"], r["version"], r["by"]) for r in reader.audit()] == [("promote", version, "owner")]
+    assert reader.versions("testing") == [version] and reader.current()["version"] == version
+    assert reader.metadata(version)["tests"] and reader.newest_tested() == version
+    assert reader.garbage(0) == [] and reader.files(version) == ["metadata.json", "model.onnx"]
+    assert reader.storage.attempts == []
