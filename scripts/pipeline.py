@@ -21,7 +21,7 @@ import click
 from model.config import ConfigError, load_params
 from registry.store import Registry, RegistryError
 from scripts.api_process import log_tail
-from scripts.outcome import read_outcome, tell
+from scripts.outcome import OutcomeNotTold, read_outcome, tell
 from storage import StorageError
 
 LOG_TAIL_LINES = 20
@@ -93,7 +93,10 @@ def report_crash(params: dict, pipeline: str, step: Step, code: int, log_path: P
     headline = f"The {pipeline} pipeline stopped: step {step.name} (make {step.target}) failed with exit status {code}."
     facts = {"step": step.name, "error": last, "log": str(log_path.resolve()),
              "last lines": "\n" + "\n".join(f"    {line}" for line in tail.splitlines())}
-    return tell(params, None, "step-failed", headline, facts=facts)
+    try:
+        return tell(params, None, "step-failed", headline, facts=facts)
+    except OutcomeNotTold as exc:
+        return f"NOT delivered ({exc.__cause__})"  # the pipeline fails anyway, saying so
 
 
 def run_pipeline(name: str, params: dict, run_dir: Path) -> None:
