@@ -47,6 +47,10 @@ class GCSStorage:
         self.uri = uri.rstrip("/")
         self.bucket_name, self.prefix = parse_gcs_uri(uri)
         self._errors = api_exceptions
+        # A token that cannot be had (Workload Identity's metadata server failing, a revoked login)
+        # is google.auth's error, not the API's: both are this backend's failures.
+        self._auth_errors = auth_exceptions
+        self._failures = (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError)
         self._retry, self._conditional_retry = DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
         try:
             self.client = client or gcs.Client()
@@ -67,6 +71,8 @@ class GCSStorage:
         """A StorageError that names the operation and the object, for an unexpected API error."""
         if isinstance(exc, self._errors.NotFound) and "bucket" in str(exc).lower():
             return StorageError(f"{what}: bucket gs://{self.bucket_name} does not exist")
+        if isinstance(exc, self._auth_errors.GoogleAuthError):
+            return StorageError(f"{what}: the Google Cloud credentials failed ({type(exc).__name__}: {exc})")
         if isinstance(exc, self._errors.Forbidden):
             return StorageError(f"{what}: permission denied ({exc.message})")
         cause = getattr(exc, "cause", None)  # a RetryError carries the last error it retried
@@ -78,7 +84,7 @@ class GCSStorage:
     def exists(self, relative: str) -> bool:
         try:
             return self.bucket.blob(self._name(relative)).exists(retry=self._retry)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot look up {self.describe(relative)}") from exc
 
     def read_with_generation(self, relative: str) -> tuple[bytes, str]:
@@ -88,7 +94,7 @@ class GCSStorage:
             data = blob.download_as_bytes(retry=self._retry)
         except self._errors.NotFound as exc:
             raise ObjectNotFound(f"{self.describe(relative)} does not exist") from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot read {self.describe(relative)}") from exc
         return data, str(blob.generation)
 
@@ -108,7 +114,7 @@ class GCSStorage:
                                            retry=self._retry)
             parts = (blob.name[len(base):].split("/") for blob in blobs)
             return sorted(part[0] for part in parts if len(part) == 2 and part[1] == filename)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
 
     def list(self, prefix: str = "") -> tuple[list[str], list[str]]:
@@ -119,7 +125,7 @@ class GCSStorage:
             pages = self.client.list_blobs(self.bucket_name, prefix=base, delimiter="/", retry=self._retry)
             files = [blob.name[len(base):] for blob in pages]
             folders = [name[len(base):].rstrip("/") for name in pages.prefixes]
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
         return sorted(name for name in files if name), sorted(folders)
 
@@ -129,7 +135,7 @@ class GCSStorage:
         base = base + "/" if base else ""
         try:
             blobs = list(self.client.list_blobs(self.bucket_name, prefix=base, retry=self._retry))
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
         return sorted(
             (ObjectInfo(self._relative(b.name), int(b.size or 0), str(b.generation), b.md5_hash,
@@ -144,7 +150,7 @@ class GCSStorage:
         """Write unconditionally (an upload is atomic: readers see the old or the new object)."""
         try:
             self.bucket.blob(self._name(relative)).upload_from_string(data, retry=self._retry)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
 
     def _own_generation(self, relative: str, data: bytes) -> str | None:
@@ -180,7 +186,7 @@ class GCSStorage:
             if generation is not None:
                 return generation
             raise refused from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
         return str(blob.generation)
 
@@ -199,7 +205,7 @@ class GCSStorage:
             raise AlreadyExists(f"{self.describe(target)} already exists") from exc
         except self._errors.NotFound as exc:
             raise ObjectNotFound(f"{self.describe(source)} does not exist") from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot copy {self.describe(source)}") from exc
 
     def delete(self, relative: str) -> None:
@@ -208,6 +214,6 @@ class GCSStorage:
             self.bucket.blob(self._name(relative)).delete(retry=self._retry)
         except self._errors.NotFound:
             return
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot delete {self.describe(relative)}") from exc
 
