@@ -38,7 +38,7 @@ from typing import Callable
 from registry.policy import readiness, tests_passed
 from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
 from storage.lease import DEFAULT_TTL_S as DEFAULT_LEASE_TTL_S
-from storage.lease import lease
+from storage.lease import LeaseBusy, lease
 
 STAGES = ("testing", "production")
 RECORD_KINDS = ("tests", "evaluations")
@@ -159,11 +159,17 @@ class Registry:
         return metadata
 
     def _records(self, version: str, kind: str) -> list[dict]:
-        names: dict[str, str] = {}
+        """The records of ``kind``, in the order the storage created them (its own clock: a writer
+        whose clock is behind cannot sort its record before an older one); a record kept in both
+        stages counts once, at its first creation."""
+        first: dict[str, tuple[float, str, str]] = {}
         for stage in STAGES:
-            for name in self.storage.list(f"{stage}/{version}/{kind}")[0]:
-                names.setdefault(name, f"{stage}/{version}/{kind}/{name}")
-        return [json.loads(self.storage.read(names[name])) for name in sorted(names)]
+            folder = f"{stage}/{version}/{kind}/"
+            for info in self.storage.walk(folder.rstrip("/")):
+                name = info.path[len(folder):]
+                if "/" not in name and (name not in first or info.updated < first[name][0]):
+                    first[name] = (info.updated, name, info.path)
+        return [json.loads(self.storage.read(path)) for _, _, path in sorted(first.values())]
 
     def read_file(self, version: str, name: str, stage: str | None = None) -> bytes:
         stage = stage or self.stage_of(version)
@@ -274,13 +280,14 @@ class Registry:
             raise RegistryError(f"unknown record kind {kind!r}")
         # The version's lease orders this with a promotion: a run recorded during a promotion
         # lands before the verdict is read or after the pointer moved, never in between.
-        with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s):
+        with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s) as held:
             holders = self.holders(version)
             if not holders:
                 raise VersionNotFound(f"version {version!r} is not in the registry at {self.uri}")
             name = f"{record_name()}.json"
             for stage in holders:
-                self.storage.create(f"{stage}/{version}/{kind}/{name}", _json(record))
+                held.check()  # a promotion that took the lease over must not see this record appear
+                self.storage.create(f"{stage}/{version}/{kind}/{name}", _json(record), deadline_s=held.remaining_s())
         return self.metadata(version, holders[0])
 
     def record_test_run(self, version: str, run: dict) -> dict:
@@ -343,9 +350,9 @@ class Registry:
                 if replaced and replaced.get("version") == version:
                     raise PromotionRefused(f"{version} is already the production version")
                 self._copy_to_production(version)
-                held.check()
+                self._check_production_copy(version)
                 pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced["audit"])
-                moved.append(self._commit(pointer, replaced, generation))
+                moved.append(self._commit(pointer, replaced, generation, held))
         return moved[0]
 
     @contextlib.contextmanager
@@ -393,6 +400,21 @@ class Registry:
         names = self.files(version, "testing")
         for name in sorted(names, key=lambda name: name == METADATA_FILE):
             self.storage.copy(f"testing/{version}/{name}", f"production/{version}/{name}")
+
+    def _check_production_copy(self, version: str) -> None:
+        """Refuse to point at a production copy that lacks a file of the testing version or holds
+        one of another size (whatever removed or damaged it: a crash, a concurrent gc)."""
+        def sizes(stage: str) -> dict[str, int]:
+            prefix = f"{stage}/{version}/"
+            return {info.path[len(prefix):]: info.size for info in self.storage.walk(f"{stage}/{version}")
+                    if "/" not in info.path[len(prefix):] and info.path[len(prefix):] != CLAIM_FILE}
+
+        wanted, found = sizes("testing"), sizes("production")
+        wrong = sorted(name for name, size in wanted.items() if found.get(name) != size)
+        if wrong:
+            raise RegistryError(f"the production copy of {version} is incomplete ({', '.join(wrong)} missing or of "
+                                "another size); production was not changed. Run `python -m registry gc --apply "
+                                "--grace-s 0` only if no promotion runs, then promote again")
 
     def rollback(self, by: str | None = None, then: Callable[[dict], None] | None = None) -> dict:
         """Point production back at the version it served before the current one; ``then`` as in
@@ -455,19 +477,25 @@ class Registry:
             "restores": restores,
         }
 
-    def _commit(self, pointer: dict, replaced: dict | None, generation: str | None) -> dict:
+    def _commit(self, pointer: dict, replaced: dict | None, generation: str | None, held=None) -> dict:
         """Move the pointer from ``replaced`` (read at ``generation``) by compare-and-swap, then
         write its audit record.
 
         The audit record of the pointer being replaced is ensured first, so a crash between a
-        pointer write and its audit record is repaired by the next change (or `audit`, or `gc`).
+        pointer write and its audit record is repaired by the next change (or `gc`). Under a lease
+        (``held``), the lease is checked right before the swap, and the swap's retries end before
+        the lease's safety margin does.
         """
         self._ensure_audit(replaced)
+        deadline_s = None
+        if held is not None:
+            held.check()
+            deadline_s = held.remaining_s()
         try:
             if generation is None:
-                self.storage.create(POINTER_FILE, _json(pointer))
+                self.storage.create(POINTER_FILE, _json(pointer), deadline_s=deadline_s)
             else:
-                self.storage.replace(POINTER_FILE, _json(pointer), generation)
+                self.storage.replace(POINTER_FILE, _json(pointer), generation, deadline_s=deadline_s)
         except (AlreadyExists, GenerationMismatch) as exc:
             raise ConcurrentChange(
                 f"the production pointer changed while this {pointer['action']} ran (another promotion or "
@@ -501,35 +529,51 @@ class Registry:
 
     # --- garbage --------------------------------------------------------------------------------
 
-    def garbage(self, grace_s: float = DEFAULT_GC_GRACE_S) -> list[dict]:
-        """What crashes left behind: version folders without metadata.json, untouched for ``grace_s``.
+    def garbage(self, grace_s: float = DEFAULT_GC_GRACE_S, prefixes: list[str] | None = None) -> list[dict]:
+        """What crashes left behind: version folders without metadata.json, untouched for ``grace_s``
+        (all of them, or only those of ``prefixes``, ``stage/version``).
 
         In testing that is a registration that never finished; in production a promotion's
         half-done copy. Newer ones may still be in progress and are left alone.
         """
         found, now = [], time.time()
-        for stage in STAGES:
-            for name in self.storage.list(stage)[1]:
-                if not VERSION_PATTERN.match(name) or self.storage.exists(f"{stage}/{name}/{METADATA_FILE}"):
-                    continue
-                objects = self.storage.walk(f"{stage}/{name}")
-                if not objects:
-                    continue
-                age = now - max(info.updated for info in objects)
-                if age >= grace_s:
-                    what = "unfinished registration" if stage == "testing" else "half-done promotion copy"
-                    found.append({"prefix": f"{stage}/{name}", "reason": what, "objects": len(objects),
-                                  "age_s": round(age, 1), "paths": [info.path for info in objects]})
+        folders = prefixes or [f"{stage}/{name}" for stage in STAGES for name in self.storage.list(stage)[1]]
+        for prefix in folders:
+            stage, name = prefix.split("/", 1)
+            if not VERSION_PATTERN.match(name) or self.storage.exists(f"{stage}/{name}/{METADATA_FILE}"):
+                continue
+            objects = self.storage.walk(f"{stage}/{name}")
+            if not objects:
+                continue
+            age = now - max(info.updated for info in objects)
+            if age >= grace_s:
+                what = "unfinished registration" if stage == "testing" else "half-done promotion copy"
+                found.append({"prefix": f"{stage}/{name}", "reason": what, "objects": len(objects),
+                              "age_s": round(age, 1), "paths": [info.path for info in objects]})
         return found
 
     def collect_garbage(self, grace_s: float = DEFAULT_GC_GRACE_S) -> list[dict]:
-        """Delete what :meth:`garbage` finds; repair a missing audit record of the pointer."""
+        """Delete what :meth:`garbage` finds; repair a missing audit record of the pointer.
+
+        Each folder is deleted under its version's lease (the one promotion and registration of
+        test runs take) and only if it is still garbage then: a promotion that redid the copy
+        meanwhile keeps it. A folder whose lease is busy is left for the next run.
+        """
         self._ensure_audit(self._read_pointer()[0])
-        found = self.garbage(grace_s)
-        for item in found:
-            for path in item["paths"]:
-                self.storage.delete(path)
-        return found
+        deleted = []
+        for item in self.garbage(grace_s):
+            version = item["prefix"].split("/", 1)[1]
+            try:
+                with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s, wait_s=5) as held:
+                    still = self.garbage(grace_s, [item["prefix"]])
+                    for again in still:
+                        for path in again["paths"]:
+                            held.check()
+                            self.storage.delete(path)
+                    deleted.extend(still)
+            except LeaseBusy:
+                LOG.warning("warning: %s is in use (its lease is held); left for the next gc", item["prefix"])
+        return deleted
 
 
 __all__ = ["Registry", "RegistryError", "VersionNotFound", "PromotionRefused", "ConcurrentChange", "RevertFailed",

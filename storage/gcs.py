@@ -166,20 +166,29 @@ class GCSStorage:
             return None
         return generation if stored == data else None
 
-    def create(self, relative: str, data: bytes) -> str:
-        """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation."""
-        return self._upload_if(relative, data, 0, AlreadyExists(f"{self.describe(relative)} already exists"))
+    def create(self, relative: str, data: bytes, deadline_s: float | None = None) -> str:
+        """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation.
 
-    def replace(self, relative: str, data: bytes, if_generation: str) -> str:
+        ``deadline_s`` bounds the retries (a write that must land while a lease is still held)."""
+        return self._upload_if(relative, data, 0, AlreadyExists(f"{self.describe(relative)} already exists"),
+                               deadline_s)
+
+    def replace(self, relative: str, data: bytes, if_generation: str, deadline_s: float | None = None) -> str:
         """Write only if the object still has ``if_generation``; return the new generation."""
         return self._upload_if(relative, data, int(if_generation),
-                               GenerationMismatch(f"{self.describe(relative)} changed since it was read"))
+                               GenerationMismatch(f"{self.describe(relative)} changed since it was read"), deadline_s)
 
-    def _upload_if(self, relative: str, data: bytes, generation: int, refused: StorageError) -> str:
+    def _upload_if(self, relative: str, data: bytes, generation: int, refused: StorageError,
+                   deadline_s: float | None = None) -> str:
         """Upload with ``if_generation_match=generation``; raise ``refused`` when the server refuses."""
         blob = self.bucket.blob(self._name(relative))
+        if deadline_s is None:
+            retry, timeout = self._conditional_retry, 60
+        else:
+            # The precondition makes the retries safe; the deadline makes them end in time.
+            retry, timeout = self._retry.with_timeout(max(deadline_s, 0.1)), max(min(60, deadline_s), 0.1)
         try:
-            blob.upload_from_string(data, if_generation_match=generation, retry=self._conditional_retry)
+            blob.upload_from_string(data, if_generation_match=generation, retry=retry, timeout=timeout)
         except self._errors.PreconditionFailed as exc:
             # A retried upload whose first attempt landed is refused too; that one is ours.
             generation = self._own_generation(relative, data)
@@ -202,11 +211,27 @@ class GCSStorage:
             self.bucket.copy_blob(source_blob, self.bucket, self._name(target), if_generation_match=0,
                                   retry=self._conditional_retry)
         except self._errors.PreconditionFailed as exc:
+            # A retried copy whose first attempt landed is refused too; that one is ours when the
+            # target holds the source's content.
+            if self._same_content(source, target):
+                return
             raise AlreadyExists(f"{self.describe(target)} already exists") from exc
         except self._errors.NotFound as exc:
             raise ObjectNotFound(f"{self.describe(source)} does not exist") from exc
         except self._failures as exc:
             raise self._failure(exc, f"cannot copy {self.describe(source)}") from exc
+
+    def _same_content(self, source: str, target: str) -> bool:
+        """True when both objects exist and their checksums (crc32c and md5, as GCS keeps them) agree."""
+        try:
+            blobs = [self.bucket.get_blob(self._name(path), retry=self._retry) for path in (source, target)]
+        except self._failures:
+            return False
+        if any(blob is None for blob in blobs):
+            return False
+        first, second = blobs
+        sums = [(blob.crc32c, blob.md5_hash) for blob in blobs]
+        return first.size == second.size and sums[0] == sums[1] and any(sums[0])
 
     def delete(self, relative: str) -> None:
         """Delete one object; a missing one is not an error."""

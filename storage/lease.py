@@ -34,13 +34,23 @@ class LeaseLost(StorageError):
 
 
 class Lease:
-    """A held lease; ``check()`` before a commit point proves it has not expired."""
+    """A held lease; ``check()`` right before a commit point proves it has not expired, and
+    ``remaining_s()`` is how long the commit's own retries may take.
 
-    def __init__(self, name: str, token: str, expires_at: float, margin_s: float):
+    The holder measures its lease on its own monotonic clock from before the lease was written, so
+    it never believes it holds longer than others see it held, whatever the wall clocks say.
+    """
+
+    def __init__(self, name: str, token: str, expires_at: float, margin_s: float, deadline: float | None = None):
         self.name, self.token, self.expires_at, self._margin_s = name, token, expires_at, margin_s
+        self._deadline = deadline if deadline is not None else time.monotonic() + (expires_at - time.time())
+
+    def remaining_s(self) -> float:
+        """Seconds left before the safety margin ends the lease for its holder (may be negative)."""
+        return self._deadline - self._margin_s - time.monotonic()
 
     def check(self) -> None:
-        if time.time() > self.expires_at - self._margin_s:
+        if self.remaining_s() <= 0:
             raise LeaseLost(f"the lease {self.name!r} expired before the change was committed; nothing was changed")
 
 
@@ -58,7 +68,7 @@ def lease(storage, name: str, ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFA
     path, token = lease_path(name), uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     while True:
-        expires_at = time.time() + ttl_s
+        started, expires_at = time.monotonic(), time.time() + ttl_s
         record = json.dumps({"owner": _owner(), "token": token, "expires_at": expires_at}).encode()
         try:
             generation = storage.create(path, record)
@@ -81,7 +91,7 @@ def lease(storage, name: str, ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFA
             raise LeaseBusy(f"{name!r} is locked by {held.get('owner', '?')} (until {until} at most); try again")
         time.sleep(random.uniform(0.02, 0.2))
     try:
-        yield Lease(name, token, expires_at, margin_s=min(10.0, ttl_s / 4))
+        yield Lease(name, token, expires_at, margin_s=min(10.0, ttl_s / 4), deadline=started + ttl_s)
     finally:
         released = json.dumps({"released": True, "token": token, "at": time.time()}).encode()
         try:

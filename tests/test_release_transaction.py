@@ -36,13 +36,13 @@ class FaultyStorage:
             self.refused.append((operation, path))
             raise StorageError(f"cannot write {path}: ServiceUnavailable: 503 (retry deadline exceeded)")
 
-    def create(self, path, data):
+    def create(self, path, data, **options):
         self._check("create", path, data)
-        return self.inner.create(path, data)
+        return self.inner.create(path, data, **options)
 
-    def replace(self, path, data, generation):
+    def replace(self, path, data, generation, **options):
         self._check("replace", path, data)
-        return self.inner.replace(path, data, generation)
+        return self.inner.replace(path, data, generation, **options)
 
 
 def after_the_swap(operation: str, path: str, data: bytes) -> bool:
