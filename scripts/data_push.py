@@ -1,8 +1,8 @@
 """Upload a local dataset to DATASET_URI: ``python -m scripts.data_push --src DIR``.
 
 Only objects whose content changed are uploaded (the MD5 of each local file against the one the
-storage keeps), so pushing a grown dataset uploads only the new images. ``manifest.json`` is written
-last: it names every image with its sha256 and label, and its ``manifest_sha256`` is the dataset
+storage keeps), so pushing a grown dataset uploads only the new images; images removed locally are
+deleted remotely. ``manifest.json`` is written last: it names every image with its sha256 and label, and its ``manifest_sha256`` is the dataset
 version. On GKE its arrival is what starts the retraining pipeline, so it appears only once every
 image it lists is in place.
 """
@@ -18,10 +18,9 @@ from pathlib import Path
 import click
 
 from model.config import ConfigError, describe, load_params
-from model.dataset import DatasetError, scan_dataset
+from model.dataset import MANIFEST_FILE, DatasetError, label_of, scan_dataset
 from storage import StorageError, open_storage
 
-MANIFEST_FILE = "manifest.json"
 UPLOAD_THREADS = 8
 
 
@@ -68,12 +67,17 @@ def push_dataset(source: str, target_uri: str, params: dict, progress: bool = Tr
                                hidden=not progress or not stale) as bar:
             for _ in pool.map(upload, stale):
                 bar.update(1)
+        # Images removed locally go before the manifest stops listing them: the new manifest then
+        # names exactly what is there (readers of the old one meanwhile get a clear "push again").
+        kept = {e.path for e in local.examples}
+        removed = sorted(path for path in remote if label_of(path, params["classes"]) and path not in kept)
+        list(pool.map(target.delete, removed))
     document = manifest_document(local)
     manifest = json.dumps(document, indent=1).encode()
     manifest_changed = differs(MANIFEST_FILE, manifest)
     if manifest_changed:
         target.write(MANIFEST_FILE, manifest)
-    return {"uploaded": len(stale), "unchanged": len(local.examples) - len(stale),
+    return {"uploaded": len(stale), "unchanged": len(local.examples) - len(stale), "deleted": len(removed),
             "manifest_sha256": document["manifest_sha256"], "manifest_written": manifest_changed}
 
 
@@ -97,7 +101,8 @@ def main(source, target_uri):
         raise click.ClickException(str(exc)) from exc
     written = "written" if result["manifest_written"] else "unchanged"
     click.echo(f"pushed {source} to {target_uri}: {result['uploaded']} images uploaded, {result['unchanged']} "
-               f"unchanged; manifest.json {written} (dataset version {result['manifest_sha256'][:12]})")
+               f"unchanged, {result['deleted']} deleted; manifest.json {written} "
+               f"(dataset version {result['manifest_sha256'][:12]})")
 
 
 if __name__ == "__main__":
