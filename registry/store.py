@@ -13,6 +13,9 @@ Layout under the registry URI (a local folder or ``gs://BUCKET/PREFIX``)::
     index/<kind>/<key>.json               create-only lookups (retraining keys: what was already tried)
     locks/<name>.json                     leases (storage/lease.py)
 
+A registry written by the first release (a pointer with a ``history`` list, ``audit.jsonl``) is
+read as it is and migrated once by the first promotion or rollback (:meth:`Registry.migrate`).
+
 A version is ``v<number>-<UTC timestamp>`` (``v0007-20261127T133000Z``). It becomes visible when its
 ``metadata.json`` is created, last and create-only; nothing rewrites an object of a version after
 that. What happens to a version later (test runs, evaluations) is a new create-only object beside
@@ -49,6 +52,7 @@ KERAS_FILE = "model.keras"
 POINTER_FILE = "production/current.json"
 COUNTER_FILE = "counter.json"
 AUDIT_PREFIX = "audit"
+LEGACY_AUDIT_FILE = "audit.jsonl"  # the first release's audit (cd5dfab); read, and migrated by migrate()
 INDEX_PREFIX = "index"
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{6}Z)$")
 DEFAULT_GC_GRACE_S = 3600.0
@@ -111,6 +115,16 @@ def check_version_name(version: str | None) -> str:
     if not VERSION_PATTERN.match(version or ""):
         raise VersionNotFound(f"{version!r} is not a version name (like v0007-20261127T133000Z)")
     return version
+
+
+def is_legacy_pointer(pointer: dict | None) -> bool:
+    """Whether ``pointer`` was written by the first release (cd5dfab): no audit name, a history list."""
+    return bool(pointer) and "audit" not in pointer and "history" in pointer
+
+
+def _compact(at: str | None) -> str:
+    """``2026-11-27T13:30:00Z`` -> ``20261127T133000``, the time part of an audit record's name."""
+    return (at or "19700101T000000").replace("-", "").replace(":", "").rstrip("Z")
 
 
 def version_number(version: str) -> int:
@@ -211,7 +225,10 @@ class Registry:
         shown from the pointer, and written by the next change or `gc --apply`."""
         names = self.storage.list(AUDIT_PREFIX)[0]
         records = [json.loads(self.storage.read(f"{AUDIT_PREFIX}/{name}")) for name in names]
+        records = [record for record in records if not record.get("restore_point")]
         pointer = self._read_pointer()[0]
+        if is_legacy_pointer(pointer):
+            return records + self._legacy_audit()  # a first-release registry, not migrated yet
         if pointer and pointer.get("audit") and f"{pointer['audit']}.json" not in names:
             records.append(self._audit_record(pointer))
         return records
@@ -313,6 +330,57 @@ class Registry:
 
     # --- the production pointer -------------------------------------------------------------
 
+    # --- the first release's layout (commit cd5dfab) --------------------------------------------
+
+    def migrate(self, by: str | None = None) -> dict | None:
+        """Bring a registry written by the first release (cd5dfab) to this layout, once.
+
+        That release's pointer has no ``audit``, keeps earlier versions in a ``history`` list, and
+        its audit is ``audit.jsonl``. Each audit line becomes an audit record; each history entry a
+        restore point (an audit record a rollback returns to, not listed by :meth:`audit`); then
+        the pointer is replaced, by compare-and-swap, with one of this layout that says "migrate"
+        and is audited. Every object has a fixed name and is create-only, so an interrupted or
+        concurrent migration is finished by the next one. Returns the new pointer, or None when
+        there was nothing to migrate.
+        """
+        pointer, generation = self._read_pointer()
+        if not is_legacy_pointer(pointer):
+            return None
+        legacy = self._legacy_audit()
+        for index, record in enumerate(legacy):
+            self._create_once(f"{AUDIT_PREFIX}/{_compact(record.get('at'))}.000000Z-legacy{index:04d}.json",
+                              {**record, "legacy": True})
+        history, restores = list(pointer.get("history") or []), None
+        for index, version in enumerate(history):
+            last = next((r for r in reversed(legacy) if r.get("version") == version), {})
+            name = f"{_compact(pointer.get('promoted_at'))}.000000Z-history{index:04d}"
+            point = {"version": version, "previous": history[index - 1] if index else None, "action": "restore-point",
+                     "replaced": None, "audit": name, "replaced_audit": None, "restores": restores,
+                     "promoted_at": last.get("at") or pointer.get("promoted_at"),
+                     "promoted_by": last.get("by") or pointer.get("promoted_by")}
+            self._create_once(f"{AUDIT_PREFIX}/{name}.json", {**self._audit_record(point), "restore_point": True})
+            restores = name
+        new = self._pointer("migrate", pointer["version"], pointer, by or whoami(), restores=restores)
+        new["previous"] = history[-1] if history else None
+        new["reason"] = "the first release's registry layout (history list, audit.jsonl) migrated"
+        try:
+            return self._commit(new, None, generation)
+        except ConcurrentChange:
+            return None  # someone else migrated (or changed production) first
+
+    def _legacy_audit(self) -> list[dict]:
+        try:
+            lines = self.storage.read(LEGACY_AUDIT_FILE).decode().splitlines()
+        except ObjectNotFound:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _create_once(self, path: str, record: dict) -> None:
+        try:
+            self.storage.create(path, _json(record))
+        except AlreadyExists:
+            pass
+
     def _read_pointer(self) -> tuple[dict | None, str | None]:
         try:
             data, generation = self.storage.read_with_generation(POINTER_FILE)
@@ -332,6 +400,7 @@ class Registry:
         pointer move on moves the pointer back and propagates (see :meth:`_finish_or_undo`).
         """
         by = by or whoami()
+        self.migrate(by)
         if version is None:
             version = self.newest_tested()
             if version is None:
@@ -351,7 +420,7 @@ class Registry:
                     raise PromotionRefused(f"{version} is already the production version")
                 self._copy_to_production(version)
                 self._check_production_copy(version)
-                pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced["audit"])
+                pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced.get("audit"))
                 moved.append(self._commit(pointer, replaced, generation, held))
         return moved[0]
 
@@ -419,6 +488,7 @@ class Registry:
     def rollback(self, by: str | None = None, then: Callable[[dict], None] | None = None) -> dict:
         """Point production back at the version it served before the current one; ``then`` as in
         :meth:`promote`."""
+        self.migrate(by)
         current, generation = self._read_pointer()
         if not current or not current.get("version"):
             raise RegistryError("nothing was promoted yet: there is no production version")
