@@ -132,3 +132,12 @@ def test_any_error_reading_the_pointer_is_reported_not_raised(tmp_path):
     assert holder.refresh() is False
     assert holder.predictor.version == production
     assert "cannot read the production pointer" in holder.wanted[1]
+
+
+def test_a_credentials_failure_is_a_storage_error_naming_it(fake_gcs, token_endpoint):
+    from storage import StorageError
+
+    uri = f"gs://{new_bucket()}/registry"
+    with pytest.raises(StorageError, match="cannot read .*current.json: the Google Cloud credentials failed "
+                                           r"\(RefreshError: .*invalid_grant"):
+        failing_storage(uri, token_endpoint).read("production/current.json")
