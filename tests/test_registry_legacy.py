@@ -67,4 +67,7 @@ def test_the_cli_promotes_from_a_first_release_registry_without_a_traceback(tmp_
     assert result.returncode == 0, result.stderr
     pointer = json.loads((tmp_path / "registry" / "production" / "current.json").read_text())
     assert (pointer["version"], pointer["previous"]) == (V2, V3)
+    audit = run_module("registry", "audit", "--json", env=env)
+    assert [(r["action"], r["version"]) for r in json.loads(audit.stdout)] == [
+        ("promote", V1), ("promote", V2), ("promote", V3), ("migrate", V3), ("promote", V2)]
     assert run_module("registry", "migrate", env=env).stdout.strip().startswith("nothing to migrate")
