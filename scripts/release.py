@@ -93,14 +93,17 @@ def change_and_deploy(registry: Registry, change: Callable[..., dict], params: d
             raise click.ClickException(str(exc)) from exc
         failed = exc
     except (Exception, Terminated) as exc:  # noqa: BLE001  (the pointer was moved back; say so)
-        if not deployed:
+        if not deployed and not isinstance(exc, Terminated):
             raise
         failed = exc
     try:
         back = registry.production_version() or "nothing (no production version)"
     except StorageError as exc:
         back = f"an unknown version (the pointer cannot be read: {exc})"
-    message = f"the deploy of {deployed[0]} failed, so production was moved back to {back}: {failed}"
+    if deployed:
+        message = f"the deploy of {deployed[0]} failed, so production was moved back to {back}: {failed}"
+    else:
+        message = f"{failed} before the deploy; production is {back}, as before"
     if isinstance(failed, Terminated):
         click.echo(f"Error: {message}", err=True)
         sys.exit(128 + signal.SIGTERM)
