@@ -412,16 +412,16 @@ class Registry:
         if verify is not None:
             verify(version, self.read_file(version, MODEL_FILE, "testing"), metadata)
         moved: list[dict] = []
-        with self._finish_or_undo(moved, then):
-            with lease(self.storage, f"version-{version}", ttl_s=self.lease_ttl_s) as held:
-                self._promotable(version)  # again: a test run may have been recorded meanwhile
-                replaced, generation = self._read_pointer()
-                if replaced and replaced.get("version") == version:
-                    raise PromotionRefused(f"{version} is already the production version")
-                self._copy_to_production(version)
-                self._check_production_copy(version)
-                pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced.get("audit"))
-                moved.append(self._commit(pointer, replaced, generation, held))
+        with self._finish_or_undo(moved, then), lease(self.storage, f"version-{version}",
+                                                       ttl_s=self.lease_ttl_s) as held:
+            self._promotable(version)  # again: a test run may have been recorded meanwhile
+            replaced, generation = self._read_pointer()
+            if replaced and replaced.get("version") == version:
+                raise PromotionRefused(f"{version} is already the production version")
+            self._copy_to_production(version)
+            self._check_production_copy(version)
+            pointer = self._pointer("promote", version, replaced, by, restores=replaced and replaced.get("audit"))
+            moved.append(self._commit(pointer, replaced, generation, held))
         return moved[0]
 
     @contextlib.contextmanager

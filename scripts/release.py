@@ -92,7 +92,7 @@ def change_and_deploy(registry: Registry, change: Callable[..., dict], params: d
         if not deployed:
             raise click.ClickException(str(exc)) from exc
         failed = exc
-    except (Exception, Terminated) as exc:  # noqa: BLE001  (the pointer was moved back; say so)
+    except (Exception, Terminated) as exc:
         if not deployed and not isinstance(exc, Terminated):
             raise
         failed = exc

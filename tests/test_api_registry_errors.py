@@ -16,12 +16,12 @@ import time
 
 import pytest
 import requests
-
-from api.app import create_app
-from api.serve import start_in_thread
 from api_helpers import RunningApi, image_bytes, promote_model, wait_for
 from conftest import new_bucket
 from helpers import REPO_ROOT, clean_env
+
+from api.app import create_app
+from api.serve import start_in_thread
 from registry.store import Registry
 from storage.gcs import GCSStorage
 
@@ -29,7 +29,7 @@ from storage.gcs import GCSStorage
 class RefusingTokenEndpoint(http.server.BaseHTTPRequestHandler):
     """An OAuth token endpoint that refuses every refresh, as a revoked grant does."""
 
-    def do_POST(self):  # noqa: N802  (the http.server interface)
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
         self.send_response(400)

@@ -9,8 +9,8 @@ import json
 import shutil
 
 import pytest
-
 from helpers import clean_env, run_module
+
 from model.dataset import DatasetError, scan_dataset
 from storage import open_storage
 

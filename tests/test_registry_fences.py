@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
-import registry.store as store
 from api_helpers import register_model
+
+from registry import store
 from registry.store import Registry, RegistryError
 from storage import AlreadyExists, open_storage
 from storage.lease import LeaseLost

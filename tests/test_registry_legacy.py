@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from api_helpers import register_model
 from helpers import clean_env, run_module
+
 from registry.store import Registry
 from storage import open_storage
 

@@ -12,13 +12,13 @@ import sys
 import time
 
 import pytest
-
 from api_helpers import register_model
 from fixtures.fake_kubectl import install
 from helpers import REPO_ROOT, clean_env
+from test_tekton_deploy_gke import deployment
+
 from registry.store import Registry
 from storage import StorageError, open_storage
-from test_tekton_deploy_gke import deployment
 
 
 class FaultyStorage:
@@ -126,7 +126,7 @@ def test_sigterm_during_the_gke_rollout_restores_the_deployment_and_the_pointer(
 
 def test_a_deployment_kubectl_cannot_describe_fails_the_deploy_and_moves_the_pointer_back(tmp_path):
     registry = Registry(str(tmp_path / "registry"))
-    version = register_model(registry)
+    register_model(registry)
     broken = deployment(1)
     del broken["spec"]["selector"]
     process, state = gke_release(tmp_path, {"deployment": broken, "pods": {}}, registry.uri)
