@@ -12,10 +12,12 @@ VENV ?= .venv
 USE_SYSTEM_PYTHON ?=
 ifeq ($(strip $(USE_SYSTEM_PYTHON)),)
 PY := $(VENV)/bin/python
+BIN := $(VENV)/bin/
 SETUP_STAMP := $(VENV)/.installed
 SETUP_DEV_STAMP := $(VENV)/.installed-dev
 else
 PY := $(PYTHON)
+BIN :=
 SETUP_STAMP :=
 SETUP_DEV_STAMP :=
 endif
@@ -108,9 +110,14 @@ stop: setup ## stop the local background API
 test: setup-dev ## run the software tests (tests/)
 	$(PY) -m pytest tests
 
+.PHONY: lint
+lint: setup-dev ## ruff (rules in pyproject.toml) and the import-linter contract: layers point one way, no cycles
+	$(PY) -m ruff check .
+	$(BIN)lint-imports
+
 .PHONY: bench
 bench: setup ## benchmarks, one table per section: serving (the API vs the in-process limit), registry (storage calls at 10 and 1,000 versions)
-	$(PY) -m scripts.bench
+	$(PY) -m bench
 
 .PHONY: clean
 clean: setup ## remove what is regenerated: a sample dataset (never real data), run files, outbox emails, dataset cache entries

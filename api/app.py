@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -37,10 +38,10 @@ from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
 from api.model_holder import ModelHolder
 from api.openapi import openapi_document
-from api.predictor import Predictor
 from api.requestlog import REQUEST_ID_HEADER, log_request, request_id
-from model.config import ConfigError, load_params
-from model.preprocess import ImageError, image_bytes_to_array
+from core.config import ConfigError, load_params
+from core.predictor import Predictor
+from core.preprocess import ImageError, image_bytes_to_array
 from registry.store import STAGES, Registry
 
 LOG = logging.getLogger(__name__)

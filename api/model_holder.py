@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from api.predictor import ModelUnusable, Predictor
+from core.predictor import ModelUnusable, Predictor
 from registry.store import MODEL_FILE, Registry
 
 LOG = logging.getLogger(__name__)

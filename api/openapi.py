@@ -7,7 +7,8 @@ errors any request can meet (405, a malformed request, 500).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from api.requestlog import SANE_REQUEST_ID
 

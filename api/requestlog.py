@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -32,7 +32,7 @@ def log_request(request_id: str, method: str, route: str, status: int, seconds: 
     if not ACCESS_LOG.isEnabledFor(logging.INFO):
         return
     ACCESS_LOG.info(json.dumps({
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "request_id": request_id,
         "method": method,
         "route": route,

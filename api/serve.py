@@ -25,9 +25,9 @@ from waitress.task import ErrorTask
 from api.app import create_app, server_error_answer
 from api.errors import body_too_large
 from api.requestlog import configure_logging
-from model.config import ConfigError, describe, load_params
-from storage import StorageError
+from core.config import ConfigError, describe, load_params
 from registry.store import STAGES, RegistryError
+from storage import StorageError
 
 LOG = logging.getLogger("api.serve")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.predictor import Predictor
+from core.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
 from model.dataset import Dataset, Example
-from model.evaluate import classification_metrics
 from model.decoded_cache import decoded_rows
-from model.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
+from model.evaluate import classification_metrics
 from registry.store import MODEL_FILE, Registry
 
 BATCH = 64
@@ -26,7 +27,7 @@ def decode_examples(dataset: Dataset, examples: list[Example], size: int,
         return np.zeros((0, size, size, 1), dtype=np.float32)
     rows = decoded_rows(dataset, examples, size)
     if rows is not None:
-        # The division of model/preprocess.py's to_array, in float32: bit for bit the same input.
+        # The division of core/preprocess.py's to_array, in float32: bit for bit the same input.
         return (np.asarray(dataset.decoded.images[rows], dtype=np.float32) / 255.0)[..., np.newaxis]
     return np.stack([image_bytes_to_array(dataset.read_bytes(e.path), size, max_pixels=max_pixels)
                      for e in examples])
@@ -44,8 +45,6 @@ def evaluate_registered(registry: Registry, version: str, stage: str, dataset: D
     ``decoded`` maps an input size to the test images already decoded at that size (reused);
     ``max_pixels`` is the pixel budget of the decoder otherwise (``api.max_pixels``).
     """
-    from api.predictor import Predictor
-
     metadata = registry.metadata(version, stage)
     if list(metadata.get("classes") or []) != list(dataset.classes):
         return {"version": version, "stage": stage, "comparable": False,

@@ -9,9 +9,9 @@ changes split when the dataset grows. A ``gs://`` dataset is read through a loca
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
-import dataclasses
 from dataclasses import dataclass, field
 
 from storage import ObjectNotFound, is_gcs, open_storage
@@ -64,7 +64,7 @@ class Dataset:
         """The bytes of one file, by its path relative to the dataset root."""
         return self.storage.read(relative_path)
 
-    def with_examples(self, examples: list[Example]) -> "Dataset":
+    def with_examples(self, examples: list[Example]) -> Dataset:
         """The same dataset (of the same class, with what it carries) holding only ``examples``."""
         return dataclasses.replace(self, examples=examples)
 

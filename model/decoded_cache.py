@@ -12,7 +12,7 @@ writes what it decoded to ``<cache_dir>/decoded/<key>/``:
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
 label), the image size, the pixel budget (``api.max_pixels``), this format's version and the
-source of model/preprocess.py (the decoder). Any change to one of them is another key, so a stale
+source of core/preprocess.py (the decoder). Any change to one of them is another key, so a stale
 entry is never read. A dataset scanned without hashes has no version: it is neither read from nor
 written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
@@ -35,17 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
+import core.preprocess
 from model.dataset import Dataset, Example
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
-PREPROCESS_SOURCE = Path(__file__).resolve().parent / "preprocess.py"
+PREPROCESS_SOURCE = Path(core.preprocess.__file__).resolve()
 
 
 def decoder_version() -> str:
-    """A hash of the decoding code: a change to model/preprocess.py invalidates every entry."""
+    """A hash of the decoding code: a change to core/preprocess.py invalidates every entry."""
     return hashlib.sha256(PREPROCESS_SOURCE.read_bytes()).hexdigest()[:16]
 
 
@@ -106,7 +107,7 @@ class DecodedCache:
         self.min_images = min_images
 
     @classmethod
-    def from_params(cls, params: dict) -> "DecodedCache | None":
+    def from_params(cls, params: dict) -> DecodedCache | None:
         """The cache that params.yaml asks for; None when ``speed.decoded_cache`` is off (or absent,
         as in params recorded before it existed)."""
         speed = params.get("speed") or {}

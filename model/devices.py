@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.cores import available_cores
+from core.cores import available_cores
 
 SWITCHES = ("auto", "on", "off")
 ACCELERATORS = ("auto", "cpu")

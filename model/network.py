@@ -1,6 +1,6 @@
 """The network: a small convolutional classifier, defined in one place.
 
-Input ``image``: float32 ``(N, S, S, 1)`` in [0, 1] (see model/preprocess.py).
+Input ``image``: float32 ``(N, S, S, 1)`` in [0, 1] (see core/preprocess.py).
 Output ``probabilities``: float32 ``(N, classes)``, softmax.
 
 The stem is a stride-2 convolution without batch normalization: the network's first layer works

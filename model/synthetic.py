@@ -68,7 +68,7 @@ def render(label: str, rng: np.random.Generator, size: int = 299) -> Image.Image
     # Rib shadows: curved bands across each lung field.
     period = rng.uniform(0.055, 0.075)
     phase = rng.uniform(0, period)
-    for side, lx, ly, mask in lungs:
+    for side, lx, _ly, mask in lungs:
         curve = y - 0.9 * (x - lx - side * 0.05) ** 2
         ribs = np.clip(np.cos(2 * np.pi * (curve - phase) / period), 0, 1) ** 3
         image = image + rng.uniform(0.05, 0.1) * ribs * mask

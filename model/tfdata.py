@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from core.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
 from model.dataset import Dataset, Example
 from model.decoded_cache import decoded_rows
-from model.preprocess import DEFAULT_MAX_PIXELS, image_bytes_to_array
 
 
 def make_tf_dataset(
@@ -24,7 +24,7 @@ def make_tf_dataset(
 
     When ``dataset`` carries its images decoded at ``image_size`` (model/decoded_cache.py, attached
     by data validation), batches are gathered from them: no file is read or decoded. Otherwise each
-    file is decoded through model/preprocess.py, the same code the API runs, so training and serving
+    file is decoded through core/preprocess.py, the same code the API runs, so training and serving
     see identical pixels, and kept in memory after the first epoch. Both give the same batches.
     ``max_pixels`` is the pixel budget validation applied (``api.max_pixels``).
     """
@@ -60,7 +60,7 @@ def _from_decoded(images: np.ndarray, rows: np.ndarray, labels: np.ndarray, imag
     def to_input(batch_rows, batch_labels):
         pixels = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
         pixels.set_shape((None, image_size, image_size))
-        # The division of model/preprocess.py's to_array, in float32: bit for bit the same input.
+        # The division of core/preprocess.py's to_array, in float32: bit for bit the same input.
         return tf.expand_dims(tf.cast(pixels, tf.float32) / 255.0, -1), batch_labels
 
     data = tf.data.Dataset.from_tensor_slices((rows, labels))

@@ -19,13 +19,19 @@ from pathlib import Path
 import click
 import numpy as np
 
-from model.config import ConfigError, describe, load_params, masked
+from core.config import ConfigError, describe, load_params, masked
+from core.preprocess import DEFAULT_MAX_PIXELS
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
-from model.preprocess import DEFAULT_MAX_PIXELS
 from model.validation import validate_dataset
-from storage import StorageError
+from notify.outcome import tell
+from notify.report import render_html
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
+from storage import StorageError
+
+# keras, TensorFlow and the modules of model/ that load them (devices, schedule, tfdata, evaluate,
+# export, network, compare) are imported in the functions that use them: `--help` and a refused
+# configuration answer without loading TensorFlow (tests/test_cli_help.py).
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "pillow")
 REPORT_IMAGES = ("training_curves.png", "confusion_matrix.png")
@@ -278,8 +284,6 @@ class GateFailed(TrainingError):
 
 def register_candidate(registry: Registry, metadata: dict, files: dict[str, bytes]) -> str:
     """Register a candidate that passed the gate in testing, with its (static) HTML report."""
-    from scripts.report import render_html
-
     if not metadata["gate"]["passed"]:
         raise GateFailed(metadata)
     version = registry.claim_version()
@@ -356,15 +360,13 @@ def main(dataset_uri, registry_uri, epochs, batch_size, image_size, seed, versio
                                               "export", "gate")))
         run_step(params, version_file)
     except GateFailed as exc:
-        raise click.ClickException(f"{exc}; nothing was registered (email: {report_gate_failure(params, exc, outcome_file)})")
+        raise click.ClickException(f"{exc}; nothing was registered (email: {report_gate_failure(params, exc, outcome_file)})") from exc
     except (ConfigError, DatasetError, StorageError, TrainingError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 def report_gate_failure(params: dict, failure: GateFailed, outcome_file: str | None) -> str:
     """Email the product owner the refused candidate's report; return where the email went."""
-    from scripts.outcome import tell
-
     return tell(params, outcome_file, "training-failed-gate",
                 f"A model trained from scratch failed the quality gate and was not registered: {failure}.",
                 metadata=failure.metadata)

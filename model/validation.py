@@ -2,7 +2,7 @@
 
 Unreadable files are listed by path and excluded, so one bad file never crashes training; when
 more than ``data.max_corrupt_share`` of the files are unreadable the dataset fails validation.
-Images are read by the API's rules (model/preprocess.py): PNG and JPEG only, and the pixel budget
+Images are read by the API's rules (core/preprocess.py): PNG and JPEG only, and the pixel budget
 ``api.max_pixels``, so a model is never trained on an image the API would refuse.
 An image found in two splits (same pixels) would leak training data into evaluation: its copies
 outside the earliest split (train, then validation, then test) are excluded and reported.
@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 import click
 import numpy as np
 
+from core.preprocess import ImageError, open_image, to_array
 from model.dataset import SPLITS, Dataset
 from model.decoded_cache import DecodedCache, attach, to_stored
-from model.preprocess import ImageError, open_image, to_array
 
 
 class ValidationFailed(RuntimeError):

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from model.config import ConfigError, load_params
+from core.config import ConfigError, load_params
 from registry.policy import last_test_run, readiness, run_passed
 from registry.store import STAGES, Registry, RegistryError
 from registry.verify import verify_servable

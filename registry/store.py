@@ -35,8 +35,8 @@ import re
 import subprocess
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from registry.policy import readiness, tests_passed
 from storage import AlreadyExists, GenerationMismatch, ObjectNotFound, StorageError, open_storage
@@ -80,12 +80,12 @@ class RevertFailed(RegistryError):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def record_name() -> str:
     """A unique, time-ordered object name: ``20261127T133000.123456Z-1a2b3c4d``."""
-    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
 
 
 def whoami() -> str:
@@ -138,8 +138,6 @@ class Registry:
         self.uri = uri
         self.storage = storage or open_storage(uri)
         self.lease_ttl_s = lease_ttl_s  # how long a crashed promoter can block that version
-
-    # --- reading ----------------------------------------------------------------------------
 
     def versions(self, stage: str) -> list[str]:
         """Visible versions of a stage (those whose metadata.json exists), oldest first."""
@@ -233,12 +231,10 @@ class Registry:
             records.append(self._audit_record(pointer))
         return records
 
-    # --- registering ------------------------------------------------------------------------
-
     def claim_version(self) -> str:
         """Reserve the next version name; concurrent writers never get the same number."""
         number = self._next_number()
-        version = f"v{number:04d}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        version = f"v{number:04d}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         claim = {"version": version, "claimed_at": utc_now(), "by": f"{os.uname().nodename}:{os.getpid()}"}
         self.storage.create(f"testing/{version}/{CLAIM_FILE}", _json(claim))
         return version
@@ -327,10 +323,6 @@ class Registry:
             return record
         except AlreadyExists:
             return self.index_get(kind, key)
-
-    # --- the production pointer -------------------------------------------------------------
-
-    # --- the first release's layout (commit cd5dfab) --------------------------------------------
 
     def migrate(self, by: str | None = None) -> dict | None:
         """Bring a registry written by the first release (cd5dfab) to this layout, once.
@@ -596,8 +588,6 @@ class Registry:
             self.storage.create(f"{AUDIT_PREFIX}/{pointer['audit']}.json", _json(self._audit_record(pointer)))
         except AlreadyExists:
             pass
-
-    # --- garbage --------------------------------------------------------------------------------
 
     def garbage(self, grace_s: float = DEFAULT_GC_GRACE_S, prefixes: list[str] | None = None) -> list[dict]:
         """What crashes left behind: version folders without metadata.json, untouched for ``grace_s``

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import click
 
-from model.config import REPO_ROOT, ConfigError, describe, load_params
+from core.config import REPO_ROOT, ConfigError, describe, load_params
 from model.dataset import DatasetError
 from model.train import GateFailed, TrainingError, load_training_data, run_step, write_version_file
+from notify.outcome import tell
 from registry.store import KERAS_FILE, Registry, RegistryError, utc_now
 from retrain.base import Base, NoBase, choose_base, incompatibilities, retrain_key
-from scripts.outcome import tell
 from storage import StorageError
 
 INDEX_KIND = "retrain"
@@ -87,7 +87,7 @@ def retrain(params: dict, force: bool, version_file: str | None, outcome_file: s
 
 
 def fine_tune_or_keep(params, registry, base, usable, report, key, version_file, outcome_file) -> str:
-    from model.compare import evaluate_registered
+    from model.compare import evaluate_registered  # onnxruntime and matplotlib: only when a base is compared
 
     settings, dataset = params["retrain"], report["dataset"]["manifest_sha256"]
     evaluation = evaluate_registered(registry, base.version, base.stage, usable,

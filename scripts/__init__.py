@@ -1,1 +1,1 @@
-"""Glue command-line tools run by the make targets."""
+"""Thin entry points of the make targets and Tekton steps: each parses its options and calls a library."""

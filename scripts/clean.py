@@ -14,13 +14,12 @@ from pathlib import Path
 
 import click
 
-from model.config import ConfigError, load_params
-from registry.store import STAGES, Registry
+from core.config import ConfigError, load_params
 from model.decoded_cache import INDEX_FILE as DECODED_INDEX_FILE
-from scripts.sample_data import MARKER_FILE
+from model.sample_data import MARKER_FILE
+from registry.store import STAGES, Registry
 from storage import StorageError, is_gcs
 from storage.cache import INDEX_FILE as CACHE_INDEX_FILE
-
 
 # What the project writes into folders a user names (RUN_DIR, OUTBOX_DIR, CACHE_DIR): only these
 # go, so a folder that holds other things too (CACHE_DIR=~/.cache) keeps them.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from model.config import ConfigError, describe, load_params
+from core.config import ConfigError, describe, load_params
 from model.dataset import DatasetError, scan_dataset
 from model.validation import validate_dataset
 from storage import StorageError

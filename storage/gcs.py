@@ -79,8 +79,6 @@ class GCSStorage:
         detail = f"{getattr(exc, 'message', exc)}" + (f" (last error: {type(cause).__name__}: {cause})" if cause else "")
         return StorageError(f"{what}: {type(exc).__name__}: {detail}")
 
-    # --- reading --------------------------------------------------------------------------
-
     def exists(self, relative: str) -> bool:
         try:
             return self.bucket.blob(self._name(relative)).exists(retry=self._retry)
@@ -143,8 +141,6 @@ class GCSStorage:
              for b in blobs if not b.name.endswith("/")),
             key=lambda info: info.path,
         )
-
-    # --- writing --------------------------------------------------------------------------
 
     def write(self, relative: str, data: bytes) -> None:
         """Write unconditionally (an upload is atomic: readers see the old or the new object)."""

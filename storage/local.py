@@ -34,8 +34,6 @@ class LocalStorage:
     def describe(self, relative: str) -> str:
         return f"{self.uri}/{relative}"
 
-    # --- reading --------------------------------------------------------------------------
-
     def exists(self, relative: str) -> bool:
         return self._path(relative).is_file()
 
@@ -83,8 +81,6 @@ class LocalStorage:
                                         f"{stat.st_mtime_ns}-{stat.st_size}-{stat.st_ino}",
                                         updated=stat.st_mtime))
         return sorted(found, key=lambda info: info.path)
-
-    # --- writing --------------------------------------------------------------------------
 
     def _temporary_copy(self, target: Path, data: bytes | None = None, source: Path | None = None) -> Path:
         """A complete, synced temporary file beside ``target`` holding ``data`` or ``source``."""

@@ -145,8 +145,6 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
-# --- the API under real waitress on a loopback port ---------------------------------------------
-
 MAX_BYTES = 200_000
 MAX_BATCH_BYTES = 400_000
 MAX_BATCH_IMAGES = 4

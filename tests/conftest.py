@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_DATASET, clean_env, run_module
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from model.config import DEFAULT_PARAMS_FILE, env_name
+from core.config import DEFAULT_PARAMS_FILE, env_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.acceptance import ResultCollector, run_record, suite_sha256
+from pipelines.acceptance import ResultCollector, run_record, suite_sha256
 
 
 def test_properties_recorded_by_tests_cannot_overwrite_the_verdict():

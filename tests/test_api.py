@@ -15,28 +15,31 @@ import time
 import numpy as np
 import pytest
 import requests
-
-from api.app import create_app
-from api.predictor import ModelUnusable, Predictor
-from api_helpers import (
+from api_helpers import (  # noqa: F401  (fixtures)
     CLASSES,
     MAX_BYTES,
     MAX_PIXELS,
     MIN_SIDE,
     PNG,
     TIMEOUT_S,
+    api,
     assert_json_error,
     build_onnx_model,
     gradient_png,
     image_bytes,
     model_metadata,
+    production,
     promote_model,
     register_model,
+    registry,
+    serve,
     wait_for,
 )
-from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
 from helpers import REPO_ROOT
-from model.cores import available_cores
+
+from api.app import create_app
+from core.cores import available_cores
+from core.predictor import ModelUnusable, Predictor
 from registry.store import Registry
 
 
@@ -93,9 +96,6 @@ def test_concurrent_predictions_all_succeed(api):
     for thread in threads:
         thread.join()
     assert results == [200] * 60
-
-
-# --- bad requests ------------------------------------------------------------------------------
 
 
 def truncated_png() -> bytes:
@@ -166,9 +166,6 @@ def test_unexpected_error_answers_500_without_details(api, monkeypatch):
     assert "secret" not in json.dumps(body)
 
 
-# --- the other endpoints -----------------------------------------------------------------------
-
-
 def test_health_readiness_and_model_metadata(api, production):
     assert api.get("/healthz").status_code == 200
     ready = api.get("/readyz")
@@ -181,9 +178,6 @@ def test_health_readiness_and_model_metadata(api, production):
     assert model.json()["version"] == production
     assert model.json()["classes"] == CLASSES
     assert model.json()["tests"][-1]["passed"] == 3
-
-
-# --- model lifecycle ---------------------------------------------------------------------------
 
 
 def test_no_model_answers_503_then_a_promoted_model_is_picked_up_without_restart(serve, registry):
@@ -307,9 +301,6 @@ def test_every_core_means_the_cores_this_process_may_use_not_the_hosts():
 
     assert threads(Predictor(model, metadata, intra_op_threads=0)) == available_cores()
     assert threads(Predictor(model, metadata, intra_op_threads=1)) == 1
-
-
-# --- the serve command -------------------------------------------------------------------------
 
 
 def cli_env(registry: Registry) -> dict:

@@ -6,16 +6,18 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from api_helpers import (
+from api_helpers import (  # noqa: F401  (fixtures)
     MAX_BATCH_BYTES,
     MAX_BATCH_IMAGES,
     MAX_BYTES,
+    api,
     assert_json_error,
     image_bytes,
+    production,
+    registry,
+    serve,
 )
-from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
+from PIL import Image
 
 
 def parts(*images: bytes) -> list:

@@ -13,17 +13,19 @@ import socket
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
-
-from api_helpers import (
+from api_helpers import (  # noqa: F401  (fixtures)
     MAX_BATCH_BYTES,
     MAX_BYTES,
     TIMEOUT_S,
+    api,
     assert_json_error,
     image_bytes,
     png_header_only,
+    production,
+    registry,
+    serve,
 )
-from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
+from PIL import Image, PngImagePlugin
 
 ENDLESS_LIMIT = 50_000_000  # an "endless" body stops here if the server never answers
 SERVER_CAP = max(MAX_BYTES, MAX_BATCH_BYTES)
@@ -80,9 +82,6 @@ def tiff_bytes() -> bytes:
     return buffer.getvalue()
 
 
-# --- formats and pixels ------------------------------------------------------------------------------
-
-
 def test_a_tiff_answers_415_whatever_the_content_type_says(api):
     for response in (api.predict_png(tiff_bytes()),
                      api.post(files={"image": ("scan.png", tiff_bytes(), "image/png")})):
@@ -105,9 +104,6 @@ def test_several_images_sent_to_predict_answer_400_pointing_to_the_batch_route(a
     files = [("image", ("a.png", image_bytes(), "image/png")), ("image", ("b.png", image_bytes(), "image/png"))]
     body = assert_json_error(api.post(files=files), 400, "too_many_images")
     assert "/predict/batch" in body["error"]["message"]
-
-
-# --- bodies the server refuses before the app ------------------------------------------------------
 
 
 def test_a_huge_content_length_answers_the_json_413_at_once_with_the_request_id(api, production):

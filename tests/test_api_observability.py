@@ -10,30 +10,29 @@ import threading
 
 import pytest
 import requests
+from api_helpers import (  # noqa: F401  (fixtures)
+    CLASSES,
+    TIMEOUT_S,
+    api,
+    image_bytes,
+    metric,
+    production,
+    promote_model,
+    registry,
+    serve,
+    wait_for,
+)
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry as SchemaRegistry
 from referencing import Resource
 from referencing.jsonschema import DRAFT202012
 
-from api_helpers import (
-    CLASSES,
-    TIMEOUT_S,
-    image_bytes,
-    metric,
-    promote_model,
-    wait_for,
-)
-from api_helpers import api, production, registry, serve  # noqa: F401  (fixtures)
-
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def access_lines(caplog) -> list[dict]:
     return [json.loads(record.getMessage()) for record in caplog.records if record.name == "api.access"]
-
-
-# --- request ids and the log line ----------------------------------------------------------------
 
 
 def test_a_sane_request_id_is_echoed_and_anything_else_replaced(api):
@@ -59,9 +58,6 @@ def test_each_request_writes_one_json_log_line(api, production, caplog):
     assert (lines["line-3"]["route"], lines["line-3"]["status"]) == ("unmatched", 404)
     assert all(isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0 for line in lines.values())
     assert all(line["time"].endswith("+00:00") for line in lines.values())
-
-
-# --- metrics -----------------------------------------------------------------------------------
 
 
 def test_metrics_count_requests_by_route_and_status_and_time_them(api):
@@ -119,9 +115,6 @@ def test_the_in_flight_gauge_counts_requests_being_answered(api):
         for client in clients:
             client.join()
     assert api.metric("xray_api_requests_in_flight") == 1
-
-
-# --- the OpenAPI document against real answers ------------------------------------------------------
 
 
 class OpenApiChecker:

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from packaging.requirements import Requirement
-
-from api_helpers import TIMEOUT_S, image_bytes, wait_for
-from api_helpers import production, registry  # noqa: F401  (fixtures)
+from api_helpers import TIMEOUT_S, image_bytes, production, registry, wait_for  # noqa: F401  (fixtures)
 from helpers import REPO_ROOT, clean_env
+from packaging.requirements import Requirement
 
 HEAVY = {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "pytest"}
 

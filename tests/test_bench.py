@@ -7,25 +7,25 @@ import json
 import shutil
 
 import pytest
-
 from api_helpers import register_model
 from helpers import clean_env, run_module
+
+from bench.__main__ import format_table
 from registry.store import Registry
-from scripts.bench import format_table
 
 COLUMNS = ["c", "limit img/s", "limit p50 ms", "limit p99 ms", "limit CPU ms", "limit onnxruntime",
            "API req/s", "API p50 ms", "API p99 ms", "API CPU ms", "API/limit", "errors"]
 
 
 def test_help_names_the_sections_and_shows_an_example():
-    result = run_module("scripts.bench", "--help", env=clean_env(), timeout=60)
+    result = run_module("bench", "--help", env=clean_env(), timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Usage: python -m scripts.bench ")
+    assert result.stdout.startswith("Usage: python -m bench ")
     assert "Example" in result.stdout and "serving" in result.stdout and "--quick" in result.stdout
 
 
 def test_an_unknown_section_is_refused_with_the_known_ones():
-    result = run_module("scripts.bench", "--section", "nope", env=clean_env(), timeout=60)
+    result = run_module("bench", "--section", "nope", env=clean_env(), timeout=60)
     assert result.returncode == 2 and "'serving'" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -43,7 +43,7 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     registry = Registry(str(tmp_path / "registry"))
     version = register_model(registry)
     report = tmp_path / "bench.json"
-    result = run_module("scripts.bench", "--section", "serving", "--quick", "--json", str(report),
+    result = run_module("bench", "--section", "serving", "--quick", "--json", str(report),
                         env=clean_env(REGISTRY_URI=registry.uri, BENCH_LOAD_GENERATOR=generator), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Serving: the API over HTTP against the in-process limit" in result.stdout

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from helpers import clean_env, run_module
-from model.config import load_params
-from scripts.bench import SECTIONS
-from scripts.bench_registry import CONSTANT, QUICK_VERSIONS, CountingStorage, run
+
+from bench.__main__ import SECTIONS
+from bench.registry import CONSTANT, QUICK_VERSIONS, CountingStorage, run
+from core.config import load_params
 from storage import LocalStorage
 
 OPERATIONS = ["current", "reload check", "promote VERSION", "rollback",
@@ -34,7 +34,7 @@ def rows_of(table: dict, backend: str, versions: int) -> dict[str, dict]:
 
 
 def test_the_runner_knows_the_section():
-    assert SECTIONS["registry"] == "scripts.bench_registry"
+    assert SECTIONS["registry"] == "bench.registry"
 
 
 def test_the_table_has_every_operation_at_both_sizes_on_both_backends(table):
@@ -87,6 +87,6 @@ def test_counting_storage_counts_each_primitive_and_the_names_listed(tmp_path):
 
 
 def test_a_bad_setting_is_one_clear_line():
-    result = run_module("scripts.bench", "--section", "registry", env=clean_env(BENCH_REGISTRY_REPEATS="0"), timeout=60)
+    result = run_module("bench", "--section", "registry", env=clean_env(BENCH_REGISTRY_REPEATS="0"), timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "registry benchmark: bench.registry_versions needs two sizes or more" in result.stderr

@@ -13,7 +13,7 @@ MEASURES = ["tf.data from PNG (decode every image)", "tf.data from the decoded c
 
 def test_quick_training_bench_prints_the_table(tmp_path):
     report = tmp_path / "bench.json"
-    result = run_module("scripts.bench", "--section", "training", "--quick", "--json", str(report),
+    result = run_module("bench", "--section", "training", "--quick", "--json", str(report),
                         env=clean_env(TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
     assert result.returncode == 0, result.stderr
     assert "Training: input paths against the in-memory ceiling" in result.stdout

@@ -6,6 +6,7 @@ import shutil
 
 from api_helpers import register_model
 from helpers import REPO_ROOT, clean_env, run_module
+
 from registry.store import Registry
 
 

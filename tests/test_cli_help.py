@@ -7,10 +7,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from helpers import REPO_ROOT, clean_env
 
-PACKAGES = ("scripts", "model", "registry", "retrain", "api")
+PACKAGES = ("scripts", "bench", "model", "registry", "retrain", "api")
 
 
 def discover_commands() -> list[str]:

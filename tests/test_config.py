@@ -6,9 +6,9 @@ import json
 
 import pytest
 import yaml
-
 from helpers import config_variables
-from model.config import DEFAULT_PARAMS_FILE, ConfigError, describe, env_name, load_params, masked
+
+from core.config import DEFAULT_PARAMS_FILE, ConfigError, describe, env_name, load_params, masked
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import json
 import shutil
 
 import pytest
-
 from helpers import clean_env, run_module
-from model.config import load_params
+
+from core.config import load_params
 from model.dataset import scan_dataset
 from storage import open_storage
 from storage.cache import mirror

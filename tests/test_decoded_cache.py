@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 import model.validation as validation
-from model.config import load_params
+from core.config import load_params
+from core.preprocess import image_bytes_to_array
 from model.dataset import scan_dataset
 from model.decoded_cache import DecodedCache, DecodedDataset
-from model.preprocess import image_bytes_to_array
 from model.validation import validate_dataset
 
 IMAGE_SIZE = 32

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from api_helpers import build_onnx_model, model_metadata, register_model
 from helpers import clean_env, free_port, run_module
+
+from api.process import is_our_api, pid_alive
 from registry.store import Registry
-from scripts.api_process import is_our_api, pid_alive
 
 
 @pytest.fixture

@@ -7,19 +7,20 @@ import email.policy
 import io
 import socket
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from click.testing import CliRunner
+from helpers import clean_env, config_variables, free_port, run_module
 from PIL import Image
 
-from helpers import clean_env, config_variables, free_port, run_module
-from model.config import load_params
+from core.config import load_params
+from notify.mail import DeliveryError, build_message, deliver, outcome_message, write_outbox
 from registry.store import Registry
-from scripts.notify import DeliveryError, build_message, deliver, main, outcome_message, write_outbox
+from scripts.notify import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
@@ -193,7 +194,7 @@ def test_outbox_never_overwrites_an_email_of_the_same_second(registry_uri, outbo
     version = register(registry_uri)
     registry = Registry(str(registry_uri))
     message = build_message(registry.metadata(version), registry, "ci@example.org", "owner@example.org")
-    moment = datetime(2026, 11, 27, 14, 45, 0, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 27, 14, 45, 0, tzinfo=UTC)
     first = write_outbox(message, outbox, now=moment)
     second = write_outbox(message, outbox, now=moment)
     assert first.name == f"20261127T144500Z-{version}.eml"

@@ -16,9 +16,9 @@ from email.parser import BytesParser
 
 import pytest
 import requests
+from helpers import free_port, run_make, run_module
 from PIL import Image
 
-from helpers import free_port, run_make, run_module
 from registry.store import Registry
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-
 from helpers import TINY_DATASET, TINY_TRAINING, clean_env, free_port, run_make, run_module
+
 from registry.store import Registry
 from storage import open_storage
 

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
-
 from api_helpers import png_header_only
 from helpers import REPO_ROOT, clean_env
-from model.config import load_params
-from model.preprocess import (
+from PIL import Image, PngImagePlugin
+
+from core.config import load_params
+from core.preprocess import (
     DEFAULT_MAX_PIXELS,
     NotAnImage,
     TooManyPixels,
@@ -44,9 +44,6 @@ def encoded(fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), (90, 90, 90)).save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-# --- 16-bit gray: one rule ------------------------------------------------------------------------
 
 
 def test_a_12_bit_png_with_sbit_reads_like_the_same_picture_in_8_bits():
@@ -80,9 +77,6 @@ def test_the_sbit_reader_finds_the_chunk_and_ignores_what_is_not_one():
     assert png_significant_bits(b"\x89PNG\r\n\x1a\n\x00\x00") is None
 
 
-# --- formats ---------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(("fmt", "name"), [("TIFF", "TIFF"), ("GIF", "GIF"), ("BMP", "BMP"), ("WEBP", "WEBP")])
 def test_other_image_formats_are_refused_by_name(fmt, name):
     with pytest.raises(UnsupportedFormat, match=f"^{name} images are not accepted; send a PNG or JPEG$"):
@@ -102,9 +96,6 @@ def test_png_and_jpeg_are_accepted_and_text_is_not_an_image():
         open_image(b"hello, this is text and not an image")
 
 
-# --- pixel budget and Pillow's guard ---------------------------------------------------------------
-
-
 def test_training_reader_applies_the_default_budget_before_decoding():
     side = int(DEFAULT_MAX_PIXELS**0.5) + 1
     with pytest.raises(TooManyPixels, match=f"more than {DEFAULT_MAX_PIXELS}"):
@@ -122,7 +113,7 @@ def test_the_default_budget_is_the_configured_one():
 
 def test_importing_the_project_leaves_pillows_guard_on():
     code = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; "
-            "import api.app, model.validation, model.preprocess; "
+            "import api.app, model.validation, core.preprocess; "
             "print(Image.MAX_IMAGE_PIXELS == default and default is not None)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=clean_env(),
                             capture_output=True, text=True, timeout=60)

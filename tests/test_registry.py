@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-from helpers import clean_env, config_variables, run_module
 from api_helpers import build_onnx_model, model_metadata
+from helpers import clean_env, config_variables, run_module
+
 from registry.store import (
     METADATA_FILE,
     PromotionRefused,

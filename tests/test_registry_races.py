@@ -15,9 +15,9 @@ import subprocess
 import sys
 
 import pytest
-
 from api_helpers import build_onnx_model, model_metadata, register_model
 from helpers import REPO_ROOT, clean_env
+
 from registry.store import Registry
 
 WORKER = str(REPO_ROOT / "tests" / "registry_worker.py")
@@ -49,7 +49,7 @@ def test_concurrent_promotions_leave_a_true_pointer_and_a_matching_audit(registr
               for version in versions for _ in range(2)]
     results = finish(racers)
     winners = [versions[i // 2] for i, (code, _, _) in enumerate(results) if code == 0]
-    for code, out, err in results:
+    for code, _out, err in results:
         if code != 0:
             lines = [line for line in err.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith("Error: "), err

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 import requests
-
 from api_helpers import build_onnx_model, model_metadata, register_model
 from helpers import clean_env, free_port, run_module
+
 from registry.store import Registry
 
 

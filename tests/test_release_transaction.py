@@ -149,7 +149,7 @@ def cluster(tmp_path, monkeypatch):
 
 
 def gke_params(registry_uri: str) -> dict:
-    from model.config import load_params
+    from core.config import load_params
 
     return load_params({"registry_uri": registry_uri}, environ={})
 
@@ -157,7 +157,7 @@ def gke_params(registry_uri: str) -> dict:
 @pytest.mark.parametrize("failure", [{"rollout_error": 'error: deployment "xray-api" exceeded its progress deadline'},
                                      {"serves_after_patch": "v0001-20261127T100000Z"}])
 def test_a_failed_rollout_puts_back_the_template_and_replica_count(tmp_path, cluster, failure):
-    from scripts.deploy_gke import RolloutError, rollout
+    from cluster.deploy_gke import RolloutError, rollout
 
     registry = Registry(str(tmp_path / "registry"))
     version = registry.register({"model.onnx": b"onnx"}, {"kind": "train", "images": {"api": "api@sha256:" + "ab" * 32}})
@@ -173,7 +173,7 @@ def test_a_failed_rollout_puts_back_the_template_and_replica_count(tmp_path, clu
 @pytest.mark.parametrize(("replicas", "deadline", "expected"), [(1, None, "30s"), (3, None, "90s"), (2, 600, "600s")])
 def test_the_rollout_wait_grows_with_the_replicas_and_the_progress_deadline(tmp_path, cluster, replicas, deadline,
                                                                             expected):
-    from scripts.deploy_gke import rollout
+    from cluster.deploy_gke import rollout
 
     registry = Registry(str(tmp_path / "registry"))
     version = registry.register({"model.onnx": b"onnx"}, {"kind": "train"})

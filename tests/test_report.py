@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from notify.report import readiness, render_html, render_text
 from registry.store import Registry
-from scripts.report import main, readiness, render_html, render_text
+from scripts.report import main
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 VERSION = "v0001-20261127T143000Z"

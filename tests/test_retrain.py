@@ -12,8 +12,8 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-
 from helpers import free_port, run_make, run_module
+
 from registry.store import Registry
 
 
@@ -225,8 +225,8 @@ def register_pattern_model(ws: dict) -> str:
     import hashlib
 
     import onnxruntime as ort
-
     from api_helpers import build_pattern_model, model_metadata
+
     from model.compare import decode_examples
     from model.dataset import Example, scan_dataset
 

@@ -1,4 +1,4 @@
-"""The EventListener's routing, evaluated from its own YAML with cel-python (scripts/route.py).
+"""The EventListener's routing, evaluated from its own YAML with cel-python (cluster/route.py).
 
 The payloads in tests/fixtures/github/ are in GitHub's push webhook format; those in
 tests/fixtures/pubsub/ are Pub/Sub push deliveries of GCS object notifications.
@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from helpers import REPO_ROOT, clean_env
-from scripts.route import (
+
+from cluster.route import (
     LISTENER_FILE,
     RouteError,
     evaluate_listener,
     github_push_request,
-    main,
     route,
 )
+from scripts.route import main
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 PUBSUB_URL = "/?token=s3cret"

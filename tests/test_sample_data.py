@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import clean_env, run_module
 from PIL import Image, ImageFilter
 
-from helpers import clean_env, run_module
 from model.synthetic import image_seed, render
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]

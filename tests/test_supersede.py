@@ -1,4 +1,4 @@
-"""Which runs a newer push cancels (scripts/supersede.py), on PipelineRuns as kubectl lists them."""
+"""Which runs a newer push cancels (cluster/supersede.py), on PipelineRuns as kubectl lists them."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
 from fixtures.fake_kubectl import install
 from helpers import REPO_ROOT, clean_env
-from scripts.supersede import SupersedeError, is_running, superseded
 
+from cluster.supersede import SupersedeError, is_running, superseded
 
 RUNNING = {"type": "Succeeded", "status": "Unknown", "reason": "Running"}
 SUCCEEDED = {"type": "Succeeded", "status": "True", "reason": "Succeeded"}

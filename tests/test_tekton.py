@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO_ROOT, clean_env
-from scripts.route import LISTENER_FILE
+
+from cluster.route import LISTENER_FILE
 
 TEKTON = REPO_ROOT / "tekton"
 VALIDATOR = REPO_ROOT.parent / "shared" / "tools" / "validate-manifests"
@@ -444,16 +444,13 @@ def test_the_trainer_image_installs_the_gpu_build_of_the_pinned_tensorflow():
     assert "USE_SYSTEM_PYTHON=1" in dockerfile
 
 
-# --- reported failures: one email, and the run still fails ----------------------------------------
-
-
 def run_step_script(task: dict, tmp_path: Path, make_exit: int, outcome: str | None, version: str):
     """Run the Task's own step script with a `make` that ends like the real step would: it leaves
     the candidate version and, for an outcome it emailed, the outcome note, then exits."""
     run_dir, results, shim = tmp_path / "run", tmp_path / "results", tmp_path / "bin"
     for folder in (run_dir, results, shim):
         folder.mkdir(parents=True)
-    note = (f"from scripts.outcome import record_outcome; record_outcome({str(run_dir / 'outcome.json')!r}, "
+    note = (f"from notify.outcome import record_outcome; record_outcome({str(run_dir / 'outcome.json')!r}, "
             f"{outcome!r}, 'outbox/x.eml')")
     (shim / "make").write_text("#!/usr/bin/env bash\n"
                                f"printf '%s\\n' {version!r} > {str(run_dir / 'candidate-version')!r}\n"

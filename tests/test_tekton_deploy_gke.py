@@ -1,4 +1,4 @@
-"""Rolling the API Deployment on GKE (scripts/deploy_gke.py), against a kubectl stand-in.
+"""Rolling the API Deployment on GKE (cluster/deploy_gke.py), against a kubectl stand-in.
 
 The registry is real (local disk); kubectl is tests/fixtures/fake_kubectl.py, which answers as a
 cluster would and records the calls, so the tests pin down what is asked of the cluster.
@@ -11,12 +11,12 @@ import subprocess
 import sys
 
 import pytest
-
 from fixtures.fake_kubectl import install
 from helpers import REPO_ROOT, clean_env
-from model.config import load_params
+
+from cluster.deploy_gke import VERSION_ANNOTATION, KubectlError, RolloutError, kubectl, rollout
+from core.config import load_params
 from registry.store import Registry
-from scripts.deploy_gke import VERSION_ANNOTATION, KubectlError, RolloutError, kubectl, rollout
 
 API_IMAGE = "europe-west4-docker.pkg.dev/p/xray-mlops/api:3f2a9c1@sha256:" + "ab" * 32
 

@@ -1,4 +1,4 @@
-"""scripts/gke_setup.sh: shellcheck-clean, and idempotent against gcloud/kubectl stand-ins.
+"""cluster/gke_setup.sh: shellcheck-clean, and idempotent against gcloud/kubectl stand-ins.
 
 The stand-ins (tests/fixtures/fake_cloud.py) keep the resources the script creates, so a second
 run shows whether it looks before it creates. What the script would do to a real project is
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fixtures.fake_cloud import install
 from helpers import REPO_ROOT, clean_env
 
-SCRIPT = REPO_ROOT / "scripts" / "gke_setup.sh"
+SCRIPT = REPO_ROOT / "cluster" / "gke_setup.sh"
 CONFIG = REPO_ROOT / "tekton" / "config.env"
 SHELLCHECK = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
 

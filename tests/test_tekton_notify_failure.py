@@ -1,4 +1,4 @@
-"""The email a failed pipeline run sends from its finally section (scripts/notify_failure.py)."""
+"""The email a failed pipeline run sends from its finally section (cluster/notify_failure.py)."""
 
 from __future__ import annotations
 

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import clean_env, run_module
 from PIL import Image
 
-from helpers import clean_env, run_module
-from model.config import load_params
+from core.config import load_params
 from registry.store import Registry
 
 IMAGE_SIZE = 32
@@ -133,6 +133,7 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 
 def test_the_gate_compares_with_production_evaluated_now_not_its_stored_figure(tiny_dataset, tmp_path):
     from api_helpers import build_pattern_model, model_metadata, register_model
+
     from model.compare import evaluate_registered
     from model.train import build_candidate, load_training_data
 

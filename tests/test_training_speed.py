@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import onnx
 import pytest
-
 from helpers import REPO_ROOT, clean_env
-from model.config import load_params
-from model.cores import available_cores, cgroup_cpu_limit
+
+from core.config import load_params
+from core.cores import available_cores, cgroup_cpu_limit
 from model.devices import DeviceError, configure
 
 IMAGE_SIZE = 32
@@ -56,7 +56,7 @@ def test_threads_follow_the_quota_not_the_host(tmp_path):
 
 def test_tensorflow_gets_the_available_cores_by_default():
     """In a fresh interpreter: the runtime of this one may have started with other sizes."""
-    code = ("from model.config import load_params; from model.devices import available_cores, configure; "
+    code = ("from core.config import load_params; from model.devices import available_cores, configure; "
             "p = configure(load_params(environ={})['speed']); "
             "print(p.threads, p.inter_op_threads, available_cores())")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=clean_env(TF_CPP_MIN_LOG_LEVEL="3"),

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import clean_env, config_variables, run_module
-from model.config import load_params
+
+from core.config import load_params
 from model.dataset import SPLITS, scan_dataset, split_of
 from model.synthetic import image_seed, render
 from model.validation import validate_dataset

@@ -1,6 +1,6 @@
 """Fixtures of the model acceptance tests: which API, which version, which test images.
 
-Run by ``make unittest VERSION=...`` (scripts/acceptance.py), which serves the version with the
+Run by ``make unittest VERSION=...`` (pipelines/acceptance.py), which serves the version with the
 real API and passes ``--api-url`` and ``--model-version``. Run by hand against any running API:
 ``python -m pytest unittests --api-url http://127.0.0.1:8080 --model-version v0001-...``.
 """
@@ -13,7 +13,7 @@ import random
 import pytest
 import requests
 
-from model.config import load_params
+from core.config import load_params
 from model.dataset import scan_dataset
 from registry.store import Registry
 

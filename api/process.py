@@ -12,13 +12,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
-from model.config import REPO_ROOT
+from core.config import REPO_ROOT
 
 PROC = Path("/proc")
 

@@ -31,7 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from model.config import REPO_ROOT
+from core.config import REPO_ROOT
+from core.preprocess import image_bytes_to_array
+from model.dataset import scan_dataset
+from model.decoded_cache import DecodedDataset
+from model.sample_data import dataset_settings, ensure_sample_dataset
+from model.validation import validate_dataset
+from registry.store import Registry
+from storage import is_gcs
 
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
 ROUNDS = 2
@@ -46,9 +53,6 @@ class BenchError(RuntimeError):
 
 def bench_params(params: dict, quick: bool, work: Path) -> dict:
     """``params`` pointed at the benchmark's dataset (quick: a tiny one under ``work``, cached there)."""
-    from scripts.sample_data import dataset_settings, ensure_sample_dataset
-    from storage import is_gcs
-
     params = json.loads(json.dumps(params))
     uri = params["dataset_uri"]
     if quick:
@@ -100,9 +104,6 @@ def matmul_gflops(size: int, seconds: float) -> float:
 
 def input_paths(params: dict):
     """The usable dataset without and with its decoded images, the train examples, the batch size."""
-    from model.dataset import scan_dataset
-    from model.validation import validate_dataset
-
     dataset = scan_dataset(params["dataset_uri"], params["classes"], params["data"]["split"],
                            cache_dir=params["cache_dir"], progress=False)
     _, decoded = validate_dataset(dataset, params, progress=False)
@@ -114,11 +115,11 @@ def input_paths(params: dict):
 def measure_inputs(params: dict, rounds: int):
     """Images/s of one training pass from each input path; the model; the images per pass; the
     placement; the CPU ms of decoding one image; TensorFlow's threads."""
+    # TensorFlow and the modules that load it only when this section runs (`--help` stays fast).
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from model.decoded_cache import DecodedDataset
     from model.devices import configure
     from model.network import build_network
     from model.tfdata import make_tf_dataset
@@ -153,9 +154,7 @@ def measure_inputs(params: dict, rounds: int):
 
 
 def decode_cpu_ms(dataset, examples, image_size: int, limit: int = 200) -> float:
-    """CPU ms to read and decode one image with the shared decoder (model/preprocess.py), one thread."""
-    from model.preprocess import image_bytes_to_array
-
+    """CPU ms to read and decode one image with the shared decoder (core/preprocess.py), one thread."""
     sample = examples[:limit]
     started = time.process_time()
     for example in sample:
@@ -165,8 +164,6 @@ def decode_cpu_ms(dataset, examples, image_size: int, limit: int = 200) -> float
 
 def time_make_train(params: dict, quick: bool, work: Path) -> dict:
     """Run ``python -m model.train`` as `make train` does, on a fresh registry and an empty cache."""
-    from registry.store import Registry
-
     registry = work / "registry"
     env = {**os.environ, "DATASET_URI": params["dataset_uri"], "REGISTRY_URI": str(registry),
            "CACHE_DIR": str(work / "train-cache"), "OUTBOX_DIR": str(work / "outbox"), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -237,7 +234,7 @@ def run(params: dict, quick: bool) -> dict:
             f"dataset {params['dataset_uri']}; {images} training images per pass at {params['data']['image_size']} px, "
             f"batch {params['train']['batch_size']}; best of {1 if quick else ROUNDS} interleaved rounds",
             f"placement: {placement}",
-            f"decoding one image costs {decode_ms:.1f} ms of CPU (model/preprocess.py, one thread) and training "
+            f"decoding one image costs {decode_ms:.1f} ms of CPU (core/preprocess.py, one thread) and training "
             f"one about {train_ms:.1f} ms ({max(1, threads)} threads / {ceiling:.0f} img/s): where training keeps "
             f"every core busy, decoding during the pass bounds the PNG path at {bound:.2f} of the ceiling; "
             "`make train` reads the decoded cache, and the PNG pipeline decodes in its first epoch only",

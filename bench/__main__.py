@@ -1,6 +1,6 @@
-"""Benchmarks, one table per section: ``python -m scripts.bench`` (``make bench``).
+"""Benchmarks, one table per section: ``python -m bench`` (``make bench``).
 
-A section is a sibling module ``scripts.bench_<name>`` listed in :data:`SECTIONS`, with a function
+A section is a module ``bench.<name>`` listed in :data:`SECTIONS`, with a function
 ``run(params: dict, quick: bool) -> dict`` that measures and returns its table::
 
     {"title": str, "rows": [{column: value, ...}, ...], "notes": [str, ...]}
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import click
 
-from model.config import ConfigError, describe, load_params
+from core.config import ConfigError, describe, load_params
 
 SECTIONS = {
-    "registry": "scripts.bench_registry",
-    "serving": "scripts.bench_serving",
-    "training": "scripts.bench_training",
+    "registry": "bench.registry",
+    "serving": "bench.serving",
+    "training": "bench.training",
 }
 
 
@@ -66,8 +66,8 @@ def main(sections, quick, json_path):
 
     \b
     Example:
-      python -m scripts.bench --section serving
-      python -m scripts.bench --section registry
+      python -m bench --section serving
+      python -m bench --section registry
     """
     try:
         params = load_params()
@@ -88,4 +88,4 @@ def main(sections, quick, json_path):
 
 
 if __name__ == "__main__":
-    main(prog_name="python -m scripts.bench")
+    main(prog_name="python -m bench")

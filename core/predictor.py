@@ -7,13 +7,13 @@ softmax probabilities ``(N, len(classes))`` in the order of the metadata's ``cla
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from model.cores import available_cores
+from core.cores import available_cores
 
 # onnxruntime's C++ core raises its own exception types, which derive from Exception directly; a
 # bad model file or a model with the wrong signature raises one of them. The Python wrapper adds

@@ -10,9 +10,9 @@
 # creates, so the script can be run again after a failure or a change of settings.
 #
 # Usage:
-#   scripts/gke_setup.sh
-#   SMTP_PASSWORD=... scripts/gke_setup.sh      # also store the SMTP password in a Secret
-#   INSTALL_CHAINS=1 scripts/gke_setup.sh       # also install and configure Tekton Chains
+#   cluster/gke_setup.sh
+#   SMTP_PASSWORD=... cluster/gke_setup.sh      # also store the SMTP password in a Secret
+#   INSTALL_CHAINS=1 cluster/gke_setup.sh       # also install and configure Tekton Chains
 # Needs: gcloud (logged in, `gcloud auth login`), kubectl, base64.
 set -euo pipefail
 

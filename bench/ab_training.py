@@ -1,6 +1,7 @@
-"""Time to a gate-passing model, before and after, in one run: ``python -m scripts.ab_training``.
+"""Time to a gate-passing model, before and after, in one run: ``python -m bench.ab_training``.
 
-The "before" arm is a commit (by default the one issue 9 started from) checked out with
+The "before" arm is a commit (by default ``BASE_COMMIT`` b312164, the main that issue 9, the training
+speed-up, started from; the README's "Training speed" figures compare against it) checked out with
 ``git worktree add --detach`` into a temporary folder; the "after" arm is this working tree. Both
 run ``python -m model.train`` (what `make train` runs) with this interpreter on the same dataset,
 each with a fresh registry and an empty ``cache_dir`` (so each decodes every image, as the first
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from model.config import REPO_ROOT, ConfigError, load_params
+from core.config import REPO_ROOT, ConfigError, load_params
 from registry.store import Registry
 
 BASE_COMMIT = "b312164"
@@ -156,7 +157,7 @@ def main(base, rounds, dataset_uri, settings, rgb_share, json_path, keep):
 
     \b
     Example:
-      python -m scripts.ab_training --rounds 1 --json .run/ab-training.json
+      python -m bench.ab_training --rounds 1 --json .run/ab-training.json
     """
     try:
         params = load_params({"dataset_uri": dataset_uri})
@@ -221,4 +222,4 @@ def main(base, rounds, dataset_uri, settings, rgb_share, json_path, keep):
 
 
 if __name__ == "__main__":
-    main(prog_name="python -m scripts.ab_training")
+    main(prog_name="python -m bench.ab_training")

@@ -32,7 +32,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import REPO_ROOT
+from api.process import ApiProcessError, loopback_api
+from core.config import REPO_ROOT
+from core.predictor import Predictor
+from core.preprocess import image_bytes_to_array
+from model.synthetic import image_seed, render
+from registry.store import MODEL_FILE, Registry
 
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
 QUICK_SECONDS = 0.5
@@ -88,13 +93,8 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-# --- what is served ---------------------------------------------------------------------------
-
-
 def bench_image(params: dict) -> bytes:
     """The first image of the sample dataset, as the PNG ``make data`` writes."""
-    from model.synthetic import image_seed, render
-
     label, sample = params["classes"][0], params["sample_data"]
     buffer = io.BytesIO()
     render(label, image_seed(sample["seed"], label, 1), sample["image_size"]).save(buffer, "PNG")
@@ -110,8 +110,6 @@ class ServedModel:
 
 
 def newest_model(registry_uri: str) -> ServedModel | None:
-    from registry.store import Registry
-
     registry = Registry(registry_uri)
     testing = registry.versions("testing")
     if testing:
@@ -128,11 +126,11 @@ def untrained_model(params: dict, registry_uri: str) -> ServedModel:
     if found:
         return ServedModel(registry_uri, found.stage, found.version,
                            f"{found.version}: model/network.py, untrained weights (cached)")
+    # TensorFlow only when no model is registered yet.
     import keras
 
     from model.export import export_onnx, onnx_info
     from model.network import build_network
-    from registry.store import Registry
 
     size, opset = params["data"]["image_size"], params["export"]["opset"]
     keras.utils.set_random_seed(0)
@@ -154,9 +152,6 @@ def served_model(params: dict) -> ServedModel:
 
 
 def load_predictor(model: ServedModel, intra_op_threads: int):
-    from api.predictor import Predictor
-    from registry.store import MODEL_FILE, Registry
-
     registry = Registry(model.registry_uri)
     predictor = Predictor(registry.read_file(model.version, MODEL_FILE, model.stage),
                           registry.metadata(model.version, model.stage), intra_op_threads=intra_op_threads)
@@ -164,13 +159,8 @@ def load_predictor(model: ServedModel, intra_op_threads: int):
     return predictor
 
 
-# --- the in-process limit ---------------------------------------------------------------------
-
-
 def measure_limit(predictor, png: bytes, concurrency: int, seconds: float, api: dict) -> Measure:
     """``concurrency`` threads decoding, preprocessing and classifying ``png`` for ``seconds``."""
-    from model.preprocess import image_bytes_to_array
-
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     start = threading.Barrier(concurrency + 1)
     deadline = [0.0]
@@ -215,9 +205,6 @@ def best_limit(model: ServedModel, png: bytes, concurrency: int, seconds: float,
     finally:
         sys.setswitchinterval(default_interval)
     return max(measures, key=lambda item: item.per_second)
-
-
-# --- the API and its load generators --------------------------------------------------------------
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -311,9 +298,6 @@ def load_generator(name: str):
     return "Python asyncio client (separate process)", drive_with_python
 
 
-# --- the section ----------------------------------------------------------------------------------
-
-
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
@@ -358,8 +342,6 @@ def target_notes(steps: dict[int, tuple[Measure, Measure]]) -> list[str]:
 
 def run(params: dict, quick: bool) -> dict:
     """Measure the limit, then the API, at each concurrency of ``bench.concurrency``."""
-    from scripts.api_process import ApiProcessError, loopback_api
-
     bench, api = params["bench"], params["api"]
     seconds = QUICK_SECONDS if quick else float(bench["seconds"])
     concurrencies = QUICK_CONCURRENCY if quick else tuple(int(c) for c in bench["concurrency"])

@@ -1,0 +1,1 @@
+"""Benchmarks, one table per section: ``python -m bench`` (``make bench``)."""
