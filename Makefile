@@ -22,9 +22,10 @@ SETUP_STAMP :=
 SETUP_DEV_STAMP :=
 endif
 RUN_DIR ?= .run
-VERSION ?=
-CANDIDATE_FILE := $(RUN_DIR)/candidate-version
-OUTCOME_FILE := $(RUN_DIR)/outcome.json
+# Values from the user (the command line, the environment, a Tekton parameter) reach the recipes as
+# environment variables, quoted there ("$$VERSION"), never pasted into the shell line: a value like
+# 'v1; touch x #' stays one argument, and the script checks it (a version name, an existing folder).
+export RUN_DIR VERSION SRC EXTRA SEED DEPLOY TESTED_AS REPORT_DIR
 
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -51,15 +52,15 @@ setup-dev: $(SETUP_DEV_STAMP) ## setup, plus the test-only requirements
 
 .PHONY: data
 data: setup ## write the sample (synthetic) dataset to DATASET_URI; EXTRA=N SEED=S adds N new images per class
-	$(PY) -m scripts.sample_data $(if $(EXTRA),--extra $(EXTRA)) $(if $(SEED),--seed $(SEED)) $(if $(IF_MISSING),--if-missing)
+	$(PY) -m scripts.sample_data $${EXTRA:+--extra "$$EXTRA"} $${SEED:+--seed "$$SEED"} $(if $(IF_MISSING),--if-missing)
 
 .PHONY: data-push
 data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) to DATASET_URI; manifest.json last
-	$(PY) -m scripts.data_push $(if $(SRC),--src $(SRC))
+	$(PY) -m scripts.data_push $${SRC:+--src "$$SRC"}
 
 .PHONY: validate-data
 validate-data: setup ## check every image decodes, class counts, near-duplicate groups (split together), label conflicts; JSON report and contact sheet
-	$(PY) -m scripts.validate_data --report $(RUN_DIR)/data-validation.json
+	$(PY) -m scripts.validate_data --report "$$RUN_DIR/data-validation.json"
 
 .PHONY: status
 status: setup ## production version, the dataset's version, and the pipeline run that read it (exit 1: none, a lost trigger?)
@@ -67,39 +68,39 @@ status: setup ## production version, the dataset's version, and the pipeline run
 
 .PHONY: train
 train: setup ## train from scratch, evaluate, export ONNX, apply the gate, register in testing
-	$(PY) -m model.train --version-file $(CANDIDATE_FILE) --outcome-file $(OUTCOME_FILE)
+	$(PY) -m model.train --version-file "$$RUN_DIR/candidate-version" --outcome-file "$$RUN_DIR/outcome.json"
 
 .PHONY: retrain
 retrain: setup ## fine-tune production (else the newest tested testing model) on the current dataset; FORCE=1 retrains anyway
-	$(PY) -m retrain --version-file $(CANDIDATE_FILE) --outcome-file $(OUTCOME_FILE) $(if $(filter 1 yes true,$(FORCE)),--force)
+	$(PY) -m retrain --version-file "$$RUN_DIR/candidate-version" --outcome-file "$$RUN_DIR/outcome.json" $(if $(filter 1 yes true,$(FORCE)),--force)
 
 .PHONY: unittest
 unittest: setup ## serve VERSION (default: newest testing) with the real API and run unittests/ against it
-	$(PY) -m scripts.acceptance $(if $(VERSION),--version $(VERSION)) --run-dir $(RUN_DIR) --outcome-file $(OUTCOME_FILE)
+	$(PY) -m scripts.acceptance $${VERSION:+--version "$$VERSION"} --run-dir "$$RUN_DIR" --outcome-file "$$RUN_DIR/outcome.json"
 
 .PHONY: notify
 notify: setup ## email the product owner the report of VERSION (default: newest testing)
-	$(PY) -m scripts.notify $(if $(VERSION),--version $(VERSION)) $(if $(TESTED_AS),--tested-as $(TESTED_AS))
+	$(PY) -m scripts.notify $${VERSION:+--version "$$VERSION"} $${TESTED_AS:+--tested-as "$$TESTED_AS"}
 
 .PHONY: pipeline
 pipeline: setup ## training pipeline: data (if missing) -> validate -> train -> unittest -> notify
-	$(PY) -m scripts.pipeline training --run-dir $(RUN_DIR)
+	$(PY) -m scripts.pipeline training --run-dir "$$RUN_DIR"
 
 .PHONY: retrain-pipeline
 retrain-pipeline: setup ## retraining pipeline: validate -> retrain -> unittest -> notify (when a candidate was registered)
-	$(PY) -m scripts.pipeline retraining --run-dir $(RUN_DIR)
+	$(PY) -m scripts.pipeline retraining --run-dir "$$RUN_DIR"
 
 .PHONY: model-test
 model-test: setup ## model-test pipeline: the current unittests/ against production (else newest testing); result recorded and emailed
-	$(PY) -m scripts.pipeline model-test --run-dir $(RUN_DIR)
+	$(PY) -m scripts.pipeline model-test --run-dir "$$RUN_DIR"
 
 .PHONY: promote
 promote: setup ## VERSION (default: newest tested) -> production, then deploy (DEPLOY=gke: the GKE Deployment); a failed deploy moves production back
-	$(PY) -m scripts.release promote $(if $(VERSION),--version $(VERSION)) --deploy $(or $(DEPLOY),local) --run-dir $(RUN_DIR)
+	$(PY) -m scripts.release promote $${VERSION:+--version "$$VERSION"} --deploy "$${DEPLOY:-local}" --run-dir "$$RUN_DIR"
 
 .PHONY: rollback
 rollback: setup ## point production back at the previous production version, then deploy it
-	$(PY) -m scripts.release rollback --deploy $(or $(DEPLOY),local) --run-dir $(RUN_DIR)
+	$(PY) -m scripts.release rollback --deploy "$${DEPLOY:-local}" --run-dir "$$RUN_DIR"
 
 .PHONY: serve
 serve: setup ## run the API on the production model in the foreground
@@ -107,7 +108,7 @@ serve: setup ## run the API on the production model in the foreground
 
 .PHONY: stop
 stop: setup ## stop the local background API
-	$(PY) -m scripts.deploy stop --run-dir $(RUN_DIR)
+	$(PY) -m scripts.deploy stop --run-dir "$$RUN_DIR"
 
 .PHONY: test
 test: setup-dev ## run the software tests (tests/)
@@ -124,11 +125,11 @@ bench: setup ## benchmarks, one table per section: serving (the API vs the in-pr
 
 .PHONY: monitor
 monitor: setup ## compare the API's live statistics (API_URL, default the local API) with production's reference; report, email once per alarm, optionally retrain
-	$(PY) -m scripts.monitor $(if $(REPORT_DIR),--report-dir $(REPORT_DIR))
+	$(PY) -m scripts.monitor $${REPORT_DIR:+--report-dir "$$REPORT_DIR"}
 
 .PHONY: clean
-clean: setup ## remove what is regenerated: a sample dataset (never real data), .run/, the outbox, the dataset cache
-	$(PY) -m scripts.clean --run-dir $(RUN_DIR)
+clean: setup ## remove what is regenerated: a sample dataset (never real data), run files, outbox emails, dataset cache entries
+	$(PY) -m scripts.clean --run-dir "$$RUN_DIR"
 
 .PHONY: clean-registry
 clean-registry: setup ## wipe a LOCAL registry (REGISTRY_URI), its production models and audit included; needs CONFIRM=1

@@ -133,7 +133,7 @@ def _served_predictor() -> Predictor:
     predictor = _holder().predictor
     if predictor is None:
         wanted, problem = _holder().wanted
-        why = f" ({wanted}: {problem})" if wanted and problem else ""
+        why = f" ({wanted}: {problem})" if wanted and problem else f" ({problem})" if problem else ""
         raise ApiError(503, "no_model", f"no model is loaded yet{why}; retry once one is promoted")
     g.predictor = predictor
     return predictor

@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable
 
 from core.predictor import ModelUnusable, Predictor
-from registry.store import MODEL_FILE, Registry, RegistryError
-from storage import StorageError
+from registry.store import MODEL_FILE, Registry
 
 LOG = logging.getLogger(__name__)
 
-# A registry that cannot be read now may be readable at the next poll; these errors are retried.
-TRANSIENT_ERRORS = (RegistryError, StorageError, OSError, ValueError, KeyError)
+# A registry that cannot be read now may be readable at the next poll, whatever the error (a storage
+# outage, a Workload Identity token that cannot be had, a damaged object): it is retried, reported
+# in /readyz and the up-to-date gauge, and logged once on one line; it never stops the poller.
+TRANSIENT_ERRORS = (Exception,)
 
 
 class ModelHolder:
@@ -122,10 +123,10 @@ class ModelHolder:
         return predictor
 
     def _report(self, subject: str, message: str) -> None:
-        """Log a problem once, not at every poll while it lasts."""
+        """Log a problem once, on one line (no traceback), not at every poll while it lasts."""
         if self._reported.get(subject) != message:
             self._reported[subject] = message
-            LOG.warning(message)
+            LOG.error("%s", message)
 
     def start(self) -> None:
         """Load the model now (so a server is ready when it starts listening), then poll."""

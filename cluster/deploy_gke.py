@@ -131,8 +131,10 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
             deployment: str = DEPLOYMENT, timeout_s: float | None = None) -> list[PodAnswer]:
     """Roll the API Deployment onto ``version`` (already production) and wait until its pods serve it.
 
-    Raises RolloutError (the rollout or the check failed; nothing is undone here: the caller,
-    promotion, moves the pointer back) and KubectlError (the cluster could not be reached).
+    The template and replica count are saved first; if the rollout or the check fails (or anything
+    else stops it, a signal included) they are put back, so the Deployment runs what it ran before;
+    the caller, promotion, moves the pointer back. Raises RolloutError (saying whether the restore
+    worked) and KubectlError (the cluster could not be reached before anything changed).
     """
     namespace = namespace or default_namespace()
     timeout_s = float(timeout_s if timeout_s is not None else params["api"]["start_timeout_s"])
@@ -141,11 +143,47 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
     except (StorageError, RegistryError) as exc:
         raise RolloutError(f"cannot read {version} from the registry: {exc}") from exc
     current = kubectl_json("get", "deployment", deployment, namespace=namespace)
-    patch = rollout_patch(version, image, scale_from_zero=not current["spec"].get("replicas"))
-    kubectl("patch", "deployment", deployment, "--type", "strategic", "--patch", json.dumps(patch), namespace=namespace)
     try:
-        kubectl("rollout", "status", f"deployment/{deployment}", f"--timeout={timeout_s:.0f}s",
-                namespace=namespace, timeout=timeout_s + 30)
+        selector = pod_selector(current)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RolloutError(f"{deployment} has no spec.selector.matchLabels to find its pods by") from exc
+    patch = rollout_patch(version, image, scale_from_zero=not current["spec"].get("replicas"))
+    wait_s = rollout_wait_s(timeout_s, current)
+    try:
+        kubectl("patch", "deployment", deployment, "--type", "strategic", "--patch", json.dumps(patch),
+                namespace=namespace)
+        try:
+            kubectl("rollout", "status", f"deployment/{deployment}", f"--timeout={wait_s:.0f}s",
+                    namespace=namespace, timeout=wait_s + 30)
+        except KubectlError as exc:
+            raise RolloutError(f"{deployment} did not roll out onto {version}: {exc}") from exc
+        return wait_until_served(version, namespace, deployment, selector, timeout_s)
+    except BaseException as exc:
+        undone = restore_deployment(current, namespace, deployment)
+        if isinstance(exc, (KubectlError, RolloutError)):
+            raise RolloutError(f"{exc}; {undone}") from exc
+        raise
+
+
+def rollout_wait_s(timeout_s: float, current: Mapping[str, Any]) -> float:
+    """How long `kubectl rollout status` may take: ``timeout_s`` per replica (pods are replaced a
+    few at a time), and at least the Deployment's own progressDeadlineSeconds, so Kubernetes's
+    verdict ("exceeded its progress deadline") decides when it is the longer one."""
+    spec = current.get("spec") or {}
+    replicas = max(1, int(spec.get("replicas") or 1))
+    return max(timeout_s * replicas, float(spec.get("progressDeadlineSeconds") or 0))
+
+
+def restore_deployment(saved: Mapping[str, Any], namespace: str, deployment: str) -> str:
+    """Put back the pod template and replica count ``saved`` before the rollout (a new ReplicaSet
+    of the old template, so the old image and annotation serve again); a sentence saying so."""
+    spec = saved["spec"]
+    patch = [{"op": "add", "path": "/spec/template", "value": spec["template"]}]
+    if "replicas" in spec:
+        patch.append({"op": "add", "path": "/spec/replicas", "value": spec["replicas"]})
+    try:
+        kubectl("patch", "deployment", deployment, "--type", "json", "--patch", json.dumps(patch), namespace=namespace)
     except KubectlError as exc:
-        raise RolloutError(f"{deployment} did not roll out onto {version}: {exc}") from exc
-    return wait_until_served(version, namespace, deployment, pod_selector(current), timeout_s)
+        return (f"{deployment} could not be restored ({exc}): run `kubectl --namespace {namespace} rollout undo "
+                f"deployment/{deployment}`")
+    return f"{deployment} was restored to the template it had before"

@@ -1,8 +1,8 @@
 """Upload a local dataset to DATASET_URI: ``python -m scripts.data_push --src DIR``.
 
 Only objects whose content changed are uploaded (the MD5 of each local file against the one the
-storage keeps), so pushing a grown dataset uploads only the new images. ``manifest.json`` is written
-last: it names every image with its sha256 and label, and its ``manifest_sha256`` is the dataset
+storage keeps), so pushing a grown dataset uploads only the new images; images removed locally are
+deleted remotely. ``manifest.json`` is written last: it names every image with its sha256 and label, and its ``manifest_sha256`` is the dataset
 version. On GKE its arrival is what starts the retraining pipeline, so it appears only once every
 image it lists is in place.
 """
@@ -16,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from model.dataset import scan_dataset
+from model.dataset import MANIFEST_FILE, label_of, scan_dataset
 from storage import open_storage
 
-MANIFEST_FILE = "manifest.json"
 UPLOAD_THREADS = 8
 
 
@@ -66,10 +65,15 @@ def push_dataset(source: str, target_uri: str, params: dict, progress: bool = Tr
                                hidden=not progress or not stale) as bar:
             for _ in pool.map(upload, stale):
                 bar.update(1)
+        # Images removed locally go before the manifest stops listing them: the new manifest then
+        # names exactly what is there (readers of the old one meanwhile get a clear "push again").
+        kept = {e.path for e in local.examples}
+        removed = sorted(path for path in remote if label_of(path, params["classes"]) and path not in kept)
+        list(pool.map(target.delete, removed))
     document = manifest_document(local)
     manifest = json.dumps(document, indent=1).encode()
     manifest_changed = differs(MANIFEST_FILE, manifest)
     if manifest_changed:
         target.write(MANIFEST_FILE, manifest)
-    return {"uploaded": len(stale), "unchanged": len(local.examples) - len(stale),
+    return {"uploaded": len(stale), "unchanged": len(local.examples) - len(stale), "deleted": len(removed),
             "manifest_sha256": document["manifest_sha256"], "manifest_written": manifest_changed}

@@ -14,10 +14,11 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from storage import is_gcs, open_storage
+from storage import ObjectNotFound, is_gcs, open_storage
 from storage.cache import mirror
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+MANIFEST_FILE = "manifest.json"  # written last by `make data-push`: on gs://, the images that are the dataset
 SPLITS = ("train", "validation", "test")
 
 
@@ -88,14 +89,45 @@ def label_of(relative_path: str, classes: list[str]) -> str | None:
     return None
 
 
+def read_manifest(storage, uri: str) -> dict[str, str] | None:
+    """The images ``manifest.json`` lists (path -> sha256), or None when the dataset has none."""
+    import json
+
+    try:
+        document = json.loads(storage.read(MANIFEST_FILE))
+        return {path: digest for path, digest, _label in document["images"]}
+    except ObjectNotFound:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{uri}/{MANIFEST_FILE} cannot be read as a manifest ({exc}); push the dataset again "
+                           "with `make data-push`") from exc
+
+
+def only_listed(objects: list, listed: dict[str, str], uri: str, classes: list[str]) -> list:
+    """``objects`` without the images the manifest does not list (uploaded by a push still running,
+    or removed by one); DatasetError when a listed one is missing."""
+    present = {info.path for info in objects}
+    missing = sorted(set(listed) - present)
+    if missing:
+        raise DatasetError(f"{uri}/{MANIFEST_FILE} lists {len(missing)} image(s) that are not there (such as "
+                           f"{missing[0]}): a push is in progress or was interrupted; run `make data-push` again")
+    return [info for info in objects if info.path in listed or not label_of(info.path, classes)]
+
+
 def scan_dataset(uri: str, classes: list[str], shares: dict[str, float], with_hashes: bool = True,
                  cache_dir: str = ".cache", progress: bool = True) -> Dataset:
     """List the dataset's images; with ``with_hashes`` each file is read once to hash it.
 
-    A ``gs://`` dataset is first mirrored under ``cache_dir`` (only changed objects download).
+    A ``gs://`` dataset is first mirrored under ``cache_dir`` (only changed objects download). When
+    it has a ``manifest.json`` (``make data-push`` writes one, last), only the images it lists are
+    the dataset, and each must still have the sha256 it lists: a push still running is never half
+    read, and the dataset version is the manifest's.
     """
     storage = open_storage(uri)
     objects = [info for info in storage.walk() if label_of(info.path, classes) or "/" in info.path]
+    listed = read_manifest(storage, uri) if is_gcs(uri) else None
+    if listed is not None:
+        objects = only_listed(objects, listed, uri, classes)
     if is_gcs(uri):
         storage, _ = mirror(storage, [info for info in objects if label_of(info.path, classes)], cache_dir,
                             progress=progress)
@@ -114,6 +146,9 @@ def scan_dataset(uri: str, classes: list[str], shares: dict[str, float], with_ha
                 unknown.add(top)
             continue
         digest = hashlib.sha256(storage.read(relative)).hexdigest() if with_hashes else ""
+        if listed is not None and digest and digest != listed[relative]:
+            raise DatasetError(f"{uri}/{relative} is not the file {MANIFEST_FILE} lists (its sha256 differs): a "
+                               "push is in progress or was interrupted; run `make data-push` again")
         examples.append(Example(relative, label, split_of(relative, shares), digest))
     if not examples:
         raise DatasetError(

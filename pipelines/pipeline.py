@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from api.process import log_tail
-from notify.outcome import read_outcome, tell
+from notify.outcome import OutcomeNotTold, read_outcome, tell
 from registry.store import Registry, RegistryError
 
 LOG_TAIL_LINES = 20
@@ -90,7 +90,10 @@ def report_crash(params: dict, pipeline: str, step: Step, code: int, log_path: P
     headline = f"The {pipeline} pipeline stopped: step {step.name} (make {step.target}) failed with exit status {code}."
     facts = {"step": step.name, "error": last, "log": str(log_path.resolve()),
              "last lines": "\n" + "\n".join(f"    {line}" for line in tail.splitlines())}
-    return tell(params, None, "step-failed", headline, facts=facts)
+    try:
+        return tell(params, None, "step-failed", headline, facts=facts)
+    except OutcomeNotTold as exc:
+        return f"NOT delivered ({exc.__cause__})"  # the pipeline fails anyway, saying so
 
 
 def run_pipeline(name: str, params: dict, run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Command line of the registry: ``python -m registry list|show|current|promote|rollback|audit|gc``."""
+"""Command line of the registry: ``python -m registry list|show|current|promote|rollback|migrate|audit|gc``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,21 @@ def rollback(registry_uri, by):
     with one_line_errors():
         pointer = _registry(registry_uri).rollback(by)
     click.echo(f"production rolled back to {pointer['version']}")
+
+
+@cli.command()
+@registry_option
+@click.option("--by", help="Who migrates (default: PROMOTED_BY, git user.email, gcloud account or login).")
+def migrate(registry_uri, by):
+    """Bring a registry written by the first release (pointer history, audit.jsonl) to this layout.
+
+    Done once, audited; running it again changes nothing. `make promote` and `make rollback` do
+    it by themselves.
+    """
+    with one_line_errors():
+        pointer = _registry(registry_uri).migrate(by)
+    click.echo(f"migrated: production is {pointer['version']} (previous: {pointer['previous']})" if pointer
+               else "nothing to migrate: the registry already has this layout")
 
 
 @cli.command()

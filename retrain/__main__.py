@@ -142,7 +142,8 @@ def main(force, version_file, outcome_file):
     """Fine-tune production (else the newest tested testing model) on the current dataset.
 
     Exits 0 when a candidate was registered, when the base is still good, or when there is nothing
-    new to learn; 1 for a poor model or no model to retrain (the product owner gets an email).
+    new to learn; 1 for a poor model or no model to retrain (the product owner gets an email), and
+    1 whenever the email telling an outcome could not be delivered.
 
     Example: RETRAIN_SKIP_IF_BASE_PASSES=false python -m retrain --version-file .run/candidate-version
     """

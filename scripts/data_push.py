@@ -32,7 +32,8 @@ def main(source, target_uri):
         raise click.ClickException(str(exc)) from exc
     written = "written" if result["manifest_written"] else "unchanged"
     click.echo(f"pushed {source} to {target_uri}: {result['uploaded']} images uploaded, {result['unchanged']} "
-               f"unchanged; manifest.json {written} (dataset version {result['manifest_sha256'][:12]})")
+               f"unchanged, {result['deleted']} deleted; manifest.json {written} "
+               f"(dataset version {result['manifest_sha256'][:12]})")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from core.config import ConfigError, describe, load_params
-from pipelines.release import DEPLOY_TARGETS, deploy_or_revert
-from registry.store import Registry, RegistryError
+from pipelines.release import DEPLOY_TARGETS, change_and_deploy
+from registry.store import Registry, RegistryError, check_version_name
 from registry.verify import verify_servable
 from scripts.deploy import run_dir_option
 from storage import StorageError
@@ -33,8 +35,16 @@ def cli():
     """
 
 
+def _version_name(_ctx, _param, value: str | None) -> str | None:
+    try:
+        return check_version_name(value) if value else value
+    except RegistryError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @cli.command()
-@click.option("--version", "version", help="Testing version to promote (default: the newest whose tests passed).")
+@click.option("--version", "version", callback=_version_name,
+              help="Testing version to promote (default: the newest whose tests passed).")
 @deploy_option
 @by_option
 @run_dir_option
@@ -44,12 +54,8 @@ def promote(version, target, by, run_dir):
     Example: python -m scripts.release promote --version v0007-20261127T133000Z --deploy local
     """
     params, registry = _setup("promote")
-    try:
-        pointer = registry.promote(version or None, by, verify=verify_servable)
-    except (RegistryError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"promoted {pointer['version']} to production (previous: {pointer['previous']}); deploying")
-    deploy_or_revert(registry, pointer, params, target, run_dir)
+    pointer = change_and_deploy(registry, functools.partial(registry.promote, version or None, by,
+                                                            verify=verify_servable), params, target, run_dir)
     click.echo(f"{pointer['version']} is production and serving")
 
 
@@ -63,12 +69,7 @@ def rollback(target, by, run_dir):
     Example: python -m scripts.release rollback
     """
     params, registry = _setup("rollback")
-    try:
-        pointer = registry.rollback(by)
-    except (RegistryError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"production rolled back to {pointer['version']}; deploying")
-    deploy_or_revert(registry, pointer, params, target, run_dir)
+    pointer = change_and_deploy(registry, functools.partial(registry.rollback, by), params, target, run_dir)
     click.echo(f"{pointer['version']} is production and serving")
 
 

@@ -47,6 +47,10 @@ class GCSStorage:
         self.uri = uri.rstrip("/")
         self.bucket_name, self.prefix = parse_gcs_uri(uri)
         self._errors = api_exceptions
+        # A token that cannot be had (Workload Identity's metadata server failing, a revoked login)
+        # is google.auth's error, not the API's: both are this backend's failures.
+        self._auth_errors = auth_exceptions
+        self._failures = (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError)
         self._retry, self._conditional_retry = DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
         try:
             self.client = client or gcs.Client()
@@ -67,6 +71,8 @@ class GCSStorage:
         """A StorageError that names the operation and the object, for an unexpected API error."""
         if isinstance(exc, self._errors.NotFound) and "bucket" in str(exc).lower():
             return StorageError(f"{what}: bucket gs://{self.bucket_name} does not exist")
+        if isinstance(exc, self._auth_errors.GoogleAuthError):
+            return StorageError(f"{what}: the Google Cloud credentials failed ({type(exc).__name__}: {exc})")
         if isinstance(exc, self._errors.Forbidden):
             return StorageError(f"{what}: permission denied ({exc.message})")
         cause = getattr(exc, "cause", None)  # a RetryError carries the last error it retried
@@ -76,7 +82,7 @@ class GCSStorage:
     def exists(self, relative: str) -> bool:
         try:
             return self.bucket.blob(self._name(relative)).exists(retry=self._retry)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot look up {self.describe(relative)}") from exc
 
     def read_with_generation(self, relative: str) -> tuple[bytes, str]:
@@ -86,7 +92,7 @@ class GCSStorage:
             data = blob.download_as_bytes(retry=self._retry)
         except self._errors.NotFound as exc:
             raise ObjectNotFound(f"{self.describe(relative)} does not exist") from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot read {self.describe(relative)}") from exc
         return data, str(blob.generation)
 
@@ -106,7 +112,7 @@ class GCSStorage:
                                            retry=self._retry)
             parts = (blob.name[len(base):].split("/") for blob in blobs)
             return sorted(part[0] for part in parts if len(part) == 2 and part[1] == filename)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
 
     def list(self, prefix: str = "") -> tuple[list[str], list[str]]:
@@ -117,7 +123,7 @@ class GCSStorage:
             pages = self.client.list_blobs(self.bucket_name, prefix=base, delimiter="/", retry=self._retry)
             files = [blob.name[len(base):] for blob in pages]
             folders = [name[len(base):].rstrip("/") for name in pages.prefixes]
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
         return sorted(name for name in files if name), sorted(folders)
 
@@ -127,7 +133,7 @@ class GCSStorage:
         base = base + "/" if base else ""
         try:
             blobs = list(self.client.list_blobs(self.bucket_name, prefix=base, retry=self._retry))
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot list {self.describe(prefix)}") from exc
         return sorted(
             (ObjectInfo(self._relative(b.name), int(b.size or 0), str(b.generation), b.md5_hash,
@@ -140,7 +146,7 @@ class GCSStorage:
         """Write unconditionally (an upload is atomic: readers see the old or the new object)."""
         try:
             self.bucket.blob(self._name(relative)).upload_from_string(data, retry=self._retry)
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
 
     def _own_generation(self, relative: str, data: bytes) -> str | None:
@@ -156,27 +162,36 @@ class GCSStorage:
             return None
         return generation if stored == data else None
 
-    def create(self, relative: str, data: bytes) -> str:
-        """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation."""
-        return self._upload_if(relative, data, 0, AlreadyExists(f"{self.describe(relative)} already exists"))
+    def create(self, relative: str, data: bytes, deadline_s: float | None = None) -> str:
+        """Write only if absent (``if_generation_match=0``; AlreadyExists otherwise); return its generation.
 
-    def replace(self, relative: str, data: bytes, if_generation: str) -> str:
+        ``deadline_s`` bounds the retries (a write that must land while a lease is still held)."""
+        return self._upload_if(relative, data, 0, AlreadyExists(f"{self.describe(relative)} already exists"),
+                               deadline_s)
+
+    def replace(self, relative: str, data: bytes, if_generation: str, deadline_s: float | None = None) -> str:
         """Write only if the object still has ``if_generation``; return the new generation."""
         return self._upload_if(relative, data, int(if_generation),
-                               GenerationMismatch(f"{self.describe(relative)} changed since it was read"))
+                               GenerationMismatch(f"{self.describe(relative)} changed since it was read"), deadline_s)
 
-    def _upload_if(self, relative: str, data: bytes, generation: int, refused: StorageError) -> str:
+    def _upload_if(self, relative: str, data: bytes, generation: int, refused: StorageError,
+                   deadline_s: float | None = None) -> str:
         """Upload with ``if_generation_match=generation``; raise ``refused`` when the server refuses."""
         blob = self.bucket.blob(self._name(relative))
+        if deadline_s is None:
+            retry, timeout = self._conditional_retry, 60
+        else:
+            # The precondition makes the retries safe; the deadline makes them end in time.
+            retry, timeout = self._retry.with_timeout(max(deadline_s, 0.1)), max(min(60, deadline_s), 0.1)
         try:
-            blob.upload_from_string(data, if_generation_match=generation, retry=self._conditional_retry)
+            blob.upload_from_string(data, if_generation_match=generation, retry=retry, timeout=timeout)
         except self._errors.PreconditionFailed as exc:
             # A retried upload whose first attempt landed is refused too; that one is ours.
             generation = self._own_generation(relative, data)
             if generation is not None:
                 return generation
             raise refused from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot write {self.describe(relative)}") from exc
         return str(blob.generation)
 
@@ -192,11 +207,27 @@ class GCSStorage:
             self.bucket.copy_blob(source_blob, self.bucket, self._name(target), if_generation_match=0,
                                   retry=self._conditional_retry)
         except self._errors.PreconditionFailed as exc:
+            # A retried copy whose first attempt landed is refused too; that one is ours when the
+            # target holds the source's content.
+            if self._same_content(source, target):
+                return
             raise AlreadyExists(f"{self.describe(target)} already exists") from exc
         except self._errors.NotFound as exc:
             raise ObjectNotFound(f"{self.describe(source)} does not exist") from exc
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot copy {self.describe(source)}") from exc
+
+    def _same_content(self, source: str, target: str) -> bool:
+        """True when both objects exist and their checksums (crc32c and md5, as GCS keeps them) agree."""
+        try:
+            blobs = [self.bucket.get_blob(self._name(path), retry=self._retry) for path in (source, target)]
+        except self._failures:
+            return False
+        if any(blob is None for blob in blobs):
+            return False
+        first, second = blobs
+        sums = [(blob.crc32c, blob.md5_hash) for blob in blobs]
+        return first.size == second.size and sums[0] == sums[1] and any(sums[0])
 
     def delete(self, relative: str) -> None:
         """Delete one object; a missing one is not an error."""
@@ -204,6 +235,6 @@ class GCSStorage:
             self.bucket.blob(self._name(relative)).delete(retry=self._retry)
         except self._errors.NotFound:
             return
-        except self._errors.GoogleAPIError as exc:
+        except self._failures as exc:
             raise self._failure(exc, f"cannot delete {self.describe(relative)}") from exc
 

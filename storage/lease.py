@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import socket
@@ -21,6 +22,7 @@ from storage.base import AlreadyExists, GenerationMismatch, ObjectNotFound, Stor
 
 DEFAULT_TTL_S = 120.0
 DEFAULT_WAIT_S = 60.0
+LOG = logging.getLogger(__name__)
 
 
 class LeaseBusy(StorageError):
@@ -32,13 +34,23 @@ class LeaseLost(StorageError):
 
 
 class Lease:
-    """A held lease; ``check()`` before a commit point proves it has not expired."""
+    """A held lease; ``check()`` right before a commit point proves it has not expired, and
+    ``remaining_s()`` is how long the commit's own retries may take.
 
-    def __init__(self, name: str, token: str, expires_at: float, margin_s: float):
+    The holder measures its lease on its own monotonic clock from before the lease was written, so
+    it never believes it holds longer than others see it held, whatever the wall clocks say.
+    """
+
+    def __init__(self, name: str, token: str, expires_at: float, margin_s: float, deadline: float | None = None):
         self.name, self.token, self.expires_at, self._margin_s = name, token, expires_at, margin_s
+        self._deadline = deadline if deadline is not None else time.monotonic() + (expires_at - time.time())
+
+    def remaining_s(self) -> float:
+        """Seconds left before the safety margin ends the lease for its holder (may be negative)."""
+        return self._deadline - self._margin_s - time.monotonic()
 
     def check(self) -> None:
-        if time.time() > self.expires_at - self._margin_s:
+        if self.remaining_s() <= 0:
             raise LeaseLost(f"the lease {self.name!r} expired before the change was committed; nothing was changed")
 
 
@@ -56,7 +68,7 @@ def lease(storage, name: str, ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFA
     path, token = lease_path(name), uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     while True:
-        expires_at = time.time() + ttl_s
+        started, expires_at = time.monotonic(), time.time() + ttl_s
         record = json.dumps({"owner": _owner(), "token": token, "expires_at": expires_at}).encode()
         try:
             generation = storage.create(path, record)
@@ -79,8 +91,15 @@ def lease(storage, name: str, ttl_s: float = DEFAULT_TTL_S, wait_s: float = DEFA
             raise LeaseBusy(f"{name!r} is locked by {held.get('owner', '?')} (until {until} at most); try again")
         time.sleep(random.uniform(0.02, 0.2))
     try:
-        yield Lease(name, token, expires_at, margin_s=min(10.0, ttl_s / 4))
+        yield Lease(name, token, expires_at, margin_s=min(10.0, ttl_s / 4), deadline=started + ttl_s)
     finally:
         released = json.dumps({"released": True, "token": token, "at": time.time()}).encode()
-        with contextlib.suppress(GenerationMismatch, ObjectNotFound):
+        try:
             storage.replace(path, released, generation)
+        except (GenerationMismatch, ObjectNotFound):
+            pass  # it expired and was taken over: it is not ours to release
+        except StorageError as exc:
+            # What the lease protected is done (or failed on its own); an unreleased lease only
+            # expires, so this must not turn a finished change into a failure.
+            LOG.warning("warning: the lease %r could not be released (it expires by itself within %.0f s): %s",
+                        name, ttl_s, exc)

@@ -113,13 +113,14 @@ class LocalStorage:
         target = self._path(relative)
         os.replace(self._temporary_copy(target, data), target)
 
-    def create(self, relative: str, data: bytes) -> str:
-        """Write only if the object does not exist (AlreadyExists otherwise); return its generation."""
+    def create(self, relative: str, data: bytes, deadline_s: float | None = None) -> str:
+        """Write only if the object does not exist (AlreadyExists otherwise); return its generation.
+        (``deadline_s``, which bounds a remote backend's retries, has nothing to bound here.)"""
         target = self._path(relative)
         self._link_new(self._temporary_copy(target, data), target, relative)
         return hashlib.sha256(data).hexdigest()
 
-    def replace(self, relative: str, data: bytes, if_generation: str) -> str:
+    def replace(self, relative: str, data: bytes, if_generation: str, deadline_s: float | None = None) -> str:
         """Write only if the object still has ``if_generation``; return the new generation."""
         target = self._path(relative)
         with self._lock(relative):

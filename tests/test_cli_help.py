@@ -25,7 +25,7 @@ def discover_commands() -> list[str]:
 
 COMMANDS = discover_commands()
 SUBCOMMANDS = {
-    "registry": ["list", "show", "current", "promote", "rollback", "audit", "gc"],
+    "registry": ["list", "show", "current", "promote", "rollback", "migrate", "audit", "gc"],
     "scripts.deploy": ["start", "stop", "status"],
     "scripts.release": ["promote", "rollback"],
 }

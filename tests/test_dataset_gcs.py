@@ -34,7 +34,7 @@ def test_push_uploads_every_image_then_the_manifest_and_a_second_push_uploads_no
     uri = f"gs://{gcs_bucket}/datasets/covid"
     first = push(local_copy, uri, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "120 images uploaded, 0 unchanged; manifest.json written" in first.stdout
+    assert "120 images uploaded, 0 unchanged, 0 deleted; manifest.json written" in first.stdout
     remote = {info.path: info for info in open_storage(uri).walk()}
     manifest = json.loads(open_storage(uri).read("manifest.json"))
     assert sorted(path for path, _, _ in manifest["images"]) == sorted(p for p in remote if p != "manifest.json")
@@ -44,7 +44,7 @@ def test_push_uploads_every_image_then_the_manifest_and_a_second_push_uploads_no
 
     again = push(local_copy, uri, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "0 images uploaded, 120 unchanged; manifest.json unchanged" in again.stdout
+    assert "0 images uploaded, 120 unchanged, 0 deleted; manifest.json unchanged" in again.stdout
 
 
 def test_push_of_a_grown_dataset_uploads_only_the_new_image(local_copy, gcs_bucket, tmp_path):
@@ -53,7 +53,7 @@ def test_push_of_a_grown_dataset_uploads_only_the_new_image(local_copy, gcs_buck
     before = json.loads(open_storage(uri).read("manifest.json"))["manifest_sha256"]
     shutil.copy(local_copy / "Normal/images/Normal-1.png", local_copy / "Normal/images/Normal-999.png")
     grown = push(local_copy, uri, tmp_path)
-    assert "1 images uploaded, 120 unchanged; manifest.json written" in grown.stdout
+    assert "1 images uploaded, 120 unchanged, 0 deleted; manifest.json written" in grown.stdout
     assert json.loads(open_storage(uri).read("manifest.json"))["manifest_sha256"] != before
 
 

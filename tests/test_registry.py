@@ -301,9 +301,16 @@ def test_promoting_the_current_version_again_is_refused(registry):
 
 def test_the_pointer_is_written_atomically(tmp_path):
     registry = Registry(str(tmp_path / "registry"))
-    version = registered(registry)
-    registry.promote(version, by="po@example.com")
-    leftovers = [p.name for p in (Path(registry.uri) / "production").iterdir() if p.name.endswith(".tmp")]
+    first, second = registered(registry, "a"), registered(registry, "b")
+    registry.promote(first, by="po@example.com")
+    pointer_file = Path(registry.uri) / "production" / "current.json"
+    with open(pointer_file, "rb") as reader:  # a reader that opened the pointer before the swap
+        registry.promote(second, by="po@example.com")
+        # ...reads the whole old pointer: the new one was written beside it and renamed over it,
+        # never truncated and rewritten in place, where a reader could see half of it.
+        assert json.loads(reader.read())["version"] == first
+    assert json.loads(pointer_file.read_text())["version"] == second
+    leftovers = [p.name for p in pointer_file.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert leftovers == []
 
 
@@ -481,12 +488,9 @@ def test_cli_promote_over_a_stale_production_folder_never_shows_a_traceback(regi
     version = registered(registry)
     registry.storage.write(f"production/{version}/model.onnx", b"stale partial copy")
     result = registry_cli("promote", version, "--registry", registry.uri, "--by", "po")
-    assert "Traceback" not in result.stderr
-    if result.returncode == 0:
-        assert registry.current()["version"] == version
-        assert registry.read_file(version, "model.onnx", "production") == model_files()["model.onnx"]
-    else:
-        assert_one_error_line(result)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert registry.current()["version"] == version
+    assert registry.read_file(version, "model.onnx", "production") == model_files()["model.onnx"]
 
 
 def test_concurrent_test_runs_are_all_recorded(registry):

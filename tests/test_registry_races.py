@@ -75,7 +75,8 @@ def test_concurrent_test_runs_from_several_processes_are_all_kept(registry):
     version = distinct_version(registry, 0)
     registry.promote(version, by="owner")  # a version in both stages: every run lands in both
     recorders = [start(WORKER, registry.uri, "record", version, "5", str(i)) for i in range(4)]
-    assert all(code == 0 for code, _, err in finish(recorders)), [r[2] for r in finish([])]
+    results = finish(recorders)
+    assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code != 0]
     for stage in ("testing", "production"):
         runs = registry.metadata(version, stage)["tests"]
         assert sorted((run.get("by"), run["at"]) for run in runs if run.get("by")) == sorted(

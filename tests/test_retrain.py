@@ -12,7 +12,7 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from helpers import run_make, run_module
+from helpers import free_port, run_make, run_module
 
 from registry.store import Registry
 
@@ -80,6 +80,19 @@ def test_a_testing_model_still_good_on_new_data_is_told_so(trained_copy):
     assert f"the testing model {ws['version']} is still good on the new data" in result.stdout
     (email,) = inbox(ws)
     assert email["Subject"] == "[xray-mlops] testing model still good on the new data"
+
+
+def test_a_still_good_outcome_whose_email_is_not_delivered_fails_the_step_and_keeps_the_outcome(trained_copy):
+    ws = trained_copy
+    assert make(ws, "data", "EXTRA=2", "SEED=5").returncode == 0
+    result = make(ws, "retrain", RETRAIN_MIN_ACCURACY="0", SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()))
+    assert result.returncode != 0, result.stdout
+    assert "is still good on the new data" in result.stderr and "was NOT delivered" in result.stderr
+    assert "Traceback" not in result.stderr
+    outcome = json.loads((ws["root"] / "run" / "outcome.json").read_text())
+    assert outcome["outcome"] == "testing-still-good" and outcome["delivered"] is False
+    (saved,) = inbox(ws)  # the copy the failed SMTP delivery left in the outbox
+    assert saved["Subject"] == "[xray-mlops] testing model still good on the new data"
 
 
 def test_an_incompatible_base_is_refused_saying_which_setting_differs(trained_copy):

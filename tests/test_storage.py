@@ -102,12 +102,17 @@ def test_a_lease_excludes_a_second_holder_until_released(store):
 
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_release_it(store):
-    with lease(store, "x", ttl_s=0.2) as first:
-        import time
-        time.sleep(0.3)
-        with lease(store, "x", wait_s=1, ttl_s=30):
-            with pytest.raises(Exception, match="expired"):
-                first.check()
-        # The second holder released; the first one's release must not resurrect or clear anything.
+    import time
+
+    first_holder = lease(store, "x", ttl_s=0.2)
+    first = first_holder.__enter__()
+    time.sleep(0.3)
+    with lease(store, "x", wait_s=1, ttl_s=30):
+        with pytest.raises(Exception, match="expired"):
+            first.check()
+        first_holder.__exit__(None, None, None)  # the old holder gives back what is no longer its own...
+        with pytest.raises(LeaseBusy, match="locked by"):  # ...and the second holder still holds it
+            with lease(store, "x", wait_s=0.3):
+                pass
     with lease(store, "x", wait_s=1):
         pass
