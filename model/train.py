@@ -26,6 +26,7 @@ from model.gate import apply_gate, failure_message
 from model.validation import validate_dataset
 from notify.outcome import tell
 from notify.report import render_html
+from registry.policy import check_text, gate_number
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
 from storage import StorageError
 
@@ -296,10 +297,8 @@ def show_gate(gate: dict) -> None:
     """The gate table on the console, with the production model's value beside each check."""
     for check in gate["checks"]:
         verdict = "pass" if check["passed"] else "FAIL"
-        production = check.get("production_value")
-        beside = f"   (production {production:.4g})" if isinstance(production, (int, float)) else ""
-        click.echo(f"gate {check['name']:<24} {check['value']:.6g} {check['comparison']} "
-                   f"{check['threshold']:.6g}: {verdict}{beside}")
+        beside = f" (production {gate_number(check['production_value'])})" if "production_value" in check else ""
+        click.echo(f"gate {check_text(check)}: {verdict}{beside}")
     production = gate.get("production") or {}
     if production.get("comparable") is False:
         click.echo(f"gate: production {production['version']} not compared: {production['reason']}")

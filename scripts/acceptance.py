@@ -36,11 +36,7 @@ def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
         params = load_params({"registry_uri": registry_uri, "dataset_uri": dataset_uri})
         click.echo(describe(params, "unittest", ("registry_uri", "dataset_uri", "acceptance")))
         registry = Registry(params["registry_uri"])
-        if not version:
-            versions = registry.versions("testing")
-            if not versions:
-                raise RegistryError("the registry has no testing version: run `make train` first")
-            version = versions[-1]
+        version, _ = registry.resolve_version(version)
         run = run_acceptance(params, version, run_dir, api_url)
     except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -8,7 +8,6 @@ import click
 
 from core.config import ConfigError, describe, load_params
 from notify.mail import DeliveryError, build_message, deliver, summary
-from notify.report import resolve_version
 from registry.store import Registry, RegistryError
 from storage import StorageError
 
@@ -50,7 +49,7 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
     _check_addresses(sender, "sender", "--from", "NOTIFY_FROM")
     try:
         registry = Registry(params["registry_uri"])
-        version, stage = resolve_version(registry, version)
+        version, stage = registry.resolve_version(version)
         metadata = registry.metadata(version, stage)
         production = registry.production_version()
         message = build_message(metadata, registry, sender, recipient, tested_as, production, stage)

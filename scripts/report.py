@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from core.config import ConfigError, describe, load_params
-from notify.report import data_uri, render_html, render_text, report_images, resolve_version
+from notify.report import data_uri, render_html, render_text, report_images
 from registry.store import Registry, RegistryError
 from storage import StorageError
 
@@ -35,7 +35,7 @@ def main(version: str | None, registry_uri: str | None, output_format: str, out_
     click.echo(describe(params, "report", ("registry_uri",)), err=True)
     try:
         registry = Registry(params["registry_uri"])
-        version, stage = resolve_version(registry, version)
+        version, stage = registry.resolve_version(version)
         metadata = registry.metadata(version, stage)
         production = registry.production_version()
         if output_format == "html":
