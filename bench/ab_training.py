@@ -26,7 +26,8 @@ from pathlib import Path
 
 import click
 
-from core.config import REPO_ROOT, ConfigError, load_params
+from core.cli import params_or_exit
+from core.config import REPO_ROOT
 from registry.store import Registry
 
 BASE_COMMIT = "b312164"
@@ -159,10 +160,7 @@ def main(base, rounds, dataset_uri, settings, rgb_share, json_path, keep):
     Example:
       python -m bench.ab_training --rounds 1 --json .run/ab-training.json
     """
-    try:
-        params = load_params({"dataset_uri": dataset_uri})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({"dataset_uri": dataset_uri})
     dataset = params["dataset_uri"]
     if "://" not in dataset:
         dataset = str(Path(dataset).resolve())

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from core.cli import registry_option
 from core.config import ConfigError, describe, load_params, masked
 from core.preprocess import DEFAULT_MAX_PIXELS
 from model.dataset import DatasetError, scan_dataset
@@ -333,7 +334,7 @@ def write_version_file(path: str | None, version: str) -> None:
 
 @click.command()
 @click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
-@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@registry_option
 @click.option("--epochs", type=int, help="Maximum epochs (train.epochs); early stopping may end sooner.")
 @click.option("--batch-size", type=int, help="Batch size (train.batch_size).")
 @click.option("--image-size", type=int, help="Side of the network's square input (data.image_size).")

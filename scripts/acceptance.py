@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from api.process import ApiProcessError
+from core.cli import registry_option
 from core.config import ConfigError, describe, load_params
 from notify.outcome import record_outcome
 from pipelines.acceptance import run_acceptance
@@ -16,7 +17,7 @@ from storage import StorageError
 
 @click.command()
 @click.option("--version", "version", help="Registry version to test (default: newest testing version).")
-@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@registry_option
 @click.option("--dataset", "dataset_uri", help="Dataset root for the test images (default: DATASET_URI).")
 @click.option("--api-url", envvar="API_URL", help="Test the API already serving VERSION here (a sidecar on "
               "GKE) instead of starting one. [env API_URL]")
