@@ -1,7 +1,7 @@
 """Time to a gate-passing model, before and after, in one run: ``python -m bench.ab_training``.
 
 The "before" arm is a commit (by default ``BASE_COMMIT`` b312164, the main that issue 9, the training
-speed-up, started from; the README's "Training speed" figures compare against it) checked out with
+speed-up, started from; the "Training speed" figures of docs/measurements.md compare against it) checked out with
 ``git worktree add --detach`` into a temporary folder; the "after" arm is this working tree. Both
 run ``python -m model.train`` (what `make train` runs) with this interpreter on the same dataset,
 each with a fresh registry and an empty ``cache_dir`` (so each decodes every image, as the first
