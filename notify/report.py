@@ -312,8 +312,8 @@ def build_report(metadata: Mapping[str, Any], images: Mapping[str, str] | None =
     sections += [_training(metadata), _pairs("Libraries", libraries)]
     if images:
         sections.append(Section("Figures", figures=list(images.items())))
-    return Report(version, headline, Table(None, [(str(key), str(value)) for key, value in facts.items()])
-                  if facts else None, banner, note, [section for section in sections if section])
+    facts_table = Table(None, [(str(key), str(value)) for key, value in facts.items()]) if facts else None
+    return Report(version, headline, facts_table, banner, note, [section for section in sections if section])
 
 
 def _text_table(table: Table) -> list[str]:
