@@ -58,7 +58,7 @@ data-push: setup ## upload a local dataset (SRC=DIR, default data_push.source) t
 	$(PY) -m scripts.data_push $(if $(SRC),--src $(SRC))
 
 .PHONY: validate-data
-validate-data: setup ## check every image decodes, class counts, duplicates across splits; JSON report
+validate-data: setup ## check every image decodes, class counts, near-duplicate groups (split together), label conflicts; JSON report and contact sheet
 	$(PY) -m scripts.validate_data --report $(RUN_DIR)/data-validation.json
 
 .PHONY: train
@@ -115,7 +115,7 @@ lint: setup-dev ## ruff (rules in pyproject.toml) and the import-linter contract
 	$(BIN)lint-imports
 
 .PHONY: bench
-bench: setup ## benchmarks, one table per section: serving (the API vs the in-process limit), registry (storage calls at 10 and 1,000 versions)
+bench: setup ## benchmarks, one table per section: serving (the API vs the in-process limit), registry (storage calls at 10 and 1,000 versions), training, grouping (21,165 images vs one training run)
 	$(PY) -m bench
 
 .PHONY: clean

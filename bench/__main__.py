@@ -22,6 +22,7 @@ from core.cli import params_or_exit
 from core.config import describe
 
 SECTIONS = {
+    "grouping": "bench.grouping",
     "registry": "bench.registry",
     "serving": "bench.serving",
     "training": "bench.training",

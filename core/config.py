@@ -121,6 +121,8 @@ def _check(params: dict) -> None:
         raise ConfigError(f"data.split shares must be >= 0 and sum to 1, got {split}")
     if split["test"] <= 0 or split["train"] <= 0:
         raise ConfigError("data.split.train and data.split.test must be > 0")
+    if not 0 <= params["data"]["duplicate_distance"] <= 64:
+        raise ConfigError(f"data.duplicate_distance must be 0 to 64 bits, got {params['data']['duplicate_distance']}")
     if len(set(params["classes"])) != len(params["classes"]) or len(params["classes"]) < 2:
         raise ConfigError(f"classes must be at least two distinct names, got {params['classes']}")
 

@@ -5,14 +5,14 @@ evaluation and the acceptance tests need the same images decoded again. Validati
 writes what it decoded to ``<cache_dir>/decoded/<key>/``:
 
 - ``index.json``: the key, the format, the image size, and per file its sha256 and what validation
-  found (the pixels' digest, mode and size and the file's row in ``images.npy``, or why it is
-  unreadable);
+  found (the pixels' digest, mode and size, its fingerprint (model/fingerprint.py) and the file's
+  row in ``images.npy``, or why it is unreadable);
 - ``images.npy``: uint8 ``(N, S, S)``, the network's input of each readable file before its
   scaling to [0, 1] (``model.preprocess.to_array`` times 255, exact), one row per readable file.
 
 The key is a sha256 of the dataset version (the manifest: every file's path, content sha256 and
-label), the image size, the pixel budget (``api.max_pixels``), this format's version and the
-source of core/preprocess.py (the decoder). Any change to one of them is another key, so a stale
+label), the image size, the pixel budget (``api.max_pixels``), this format's version, the
+source of core/preprocess.py (the decoder) and the fingerprint's version. Any change to one of them is another key, so a stale
 entry is never read. A dataset scanned without hashes has no version: it is neither read from nor
 written to the cache. A file whose bytes no longer match its scanned sha256 while it is decoded
 leaves the entry unwritten. An entry is written to a temporary folder and renamed into place, so a
@@ -37,8 +37,9 @@ import numpy as np
 
 import core.preprocess
 from model.dataset import Dataset, Example
+from model.fingerprint import fingerprint_version
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records carry a fingerprint
 INDEX_FILE = "index.json"
 IMAGES_FILE = "images.npy"
 ABANDONED_WRITE_S = 3600  # a write folder this old belongs to a process that died
@@ -60,7 +61,7 @@ class Entry:
     """One cache entry: validation's record of each file, and the decoded images of the readable ones."""
 
     image_size: int
-    records: dict[str, dict]  # path -> {"sha256", and "digest", "mode", "size", "row" or "error"}
+    records: dict[str, dict]  # path -> {"sha256", and "digest", "mode", "size", "fingerprint", "row" or "error"}
     images: np.ndarray  # uint8 (N, S, S), memory-mapped when read from disk
 
     def rows(self, examples: list[Example]) -> np.ndarray | None:
@@ -122,7 +123,7 @@ class DecodedCache:
         if len(dataset.examples) < max(1, self.min_images) or any(not e.sha256 for e in dataset.examples):
             return None
         inputs = {"format": FORMAT_VERSION, "decoder": decoder_version(), "manifest": dataset.manifest_sha256(),
-                  "image_size": int(image_size), "max_pixels": int(max_pixels)}
+                  "image_size": int(image_size), "max_pixels": int(max_pixels), "fingerprint": fingerprint_version()}
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
     def read(self, key: str) -> Entry | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from model.groups import SPLIT_RECORD_FILE
 from model.synthetic import image_seed, render
 from storage import is_gcs
 
@@ -36,9 +37,11 @@ def sample_file_names(settings: dict) -> set[str]:
 
 
 def foreign_files(root: Path, settings: dict) -> list[str]:
-    """Files under ``root`` that a sample dataset with ``settings`` did not write."""
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    return sorted(present - sample_file_names(settings) - {MARKER_FILE})
+    """Files under ``root`` that a sample dataset with ``settings`` did not write, nor validation
+    (its recorded splits and the storage's hidden lock files)."""
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+    return sorted(present - sample_file_names(settings) - {MARKER_FILE, SPLIT_RECORD_FILE})
 
 
 def _write_image(root: Path, label: str, index: int, seed: int, size: int) -> str:

@@ -24,7 +24,7 @@ from core.config import ConfigError, describe, load_params, masked
 from core.preprocess import DEFAULT_MAX_PIXELS
 from model.dataset import DatasetError, scan_dataset
 from model.gate import apply_gate, failure_message
-from model.validation import validate_dataset
+from model.validation import groups_contact_sheet, validate_dataset
 from notify.outcome import tell
 from notify.report import render_html
 from registry.policy import check_text, gate_number
@@ -37,6 +37,8 @@ from storage import StorageError
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "pillow")
 REPORT_IMAGES = ("training_curves.png", "confusion_matrix.png")
+GROUPS_IMAGE = "near_duplicate_groups.png"  # a report image only when the dataset has groups
+GROUP_COUNTS = ("groups", "images_in_groups", "largest_group", "moved_images", "conflicts", "images_in_conflicts")
 TEST_PREDICTIONS_FILE = "test_predictions.json"
 
 
@@ -231,6 +233,8 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
     from model.network import build_network
 
     usable, report = data or load_training_data(params)
+    groups = report.get("groups") or {}
+    reports = list(REPORT_IMAGES) + ([GROUPS_IMAGE] if groups.get("groups") else [])
     keras.utils.set_random_seed(params["train"]["seed"])
     model = start_from or build_network(params["data"]["image_size"], len(params["classes"]), speed=params["speed"])
     model, training = fit(model, usable, params)
@@ -247,9 +251,11 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         "dataset": {
             "uri": usable.uri,
             "manifest_sha256": report["dataset"]["manifest_sha256"],
+            "splits_sha256": report["dataset"].get("splits_sha256"),
             "class_counts": report["class_counts"],
             "split_counts": {s: sum(c.values()) for s, c in report["split_counts"].items()},
             "excluded_files": len(report["excluded"]),
+            "groups": {key: groups[key] for key in GROUP_COUNTS if key in groups},
         },
         "params": masked({k: params[k] for k in ("classes", "data", "train", "export", "gate", "retrain")}),
         "metrics": metrics,
@@ -259,7 +265,7 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         "test_predictions": {"file": TEST_PREDICTIONS_FILE, "images": len(predictions)},
         "images": dict(params["images"]),
         "libraries": library_versions(),
-        "reports": list(REPORT_IMAGES),
+        "reports": reports,
         **(extra or {}),
     }
     if parent:
@@ -271,6 +277,8 @@ def build_candidate(params: dict, kind: str = "train", start_from=None, parent: 
         plot_confusion_matrix(metrics["confusion"], usable.classes, work_dir / "confusion_matrix.png")
         model.save(work_dir / KERAS_FILE)
         files = {name: (work_dir / name).read_bytes() for name in (KERAS_FILE, *REPORT_IMAGES)}
+    if GROUPS_IMAGE in reports:
+        files[GROUPS_IMAGE] = groups_contact_sheet(usable, report, params)
     files[MODEL_FILE] = onnx_bytes
     files[TEST_PREDICTIONS_FILE] = json.dumps(predictions, indent=1).encode()
     return metadata, files
@@ -290,7 +298,7 @@ def register_candidate(registry: Registry, metadata: dict, files: dict[str, byte
         raise GateFailed(metadata)
     version = registry.claim_version()
     record = {**metadata, "version": version}
-    report = render_html(record, images={name: name for name in REPORT_IMAGES}, status=False)
+    report = render_html(record, images={name: name for name in metadata.get("reports", REPORT_IMAGES)}, status=False)
     return registry.register({**files, "report.html": report.encode()}, record, version=version)
 
 

@@ -225,7 +225,16 @@ def _lineage(metadata: Mapping[str, Any]) -> Section:
         ("manifest sha256", str(dataset.get("manifest_sha256") or NOT_AVAILABLE)),
         ("class counts", _counts(dataset.get("class_counts"), _classes(metadata))),
         ("split counts", _counts(dataset.get("split_counts"), SPLITS)),
+        *([("near-duplicates", near_duplicates(dataset["groups"]))] if _section(dataset, "groups") else []),
     ])
+
+
+def near_duplicates(groups: Mapping[str, Any]) -> str:
+    """The dataset's near-duplicate groups in one phrase (model/groups.py)."""
+    return (f"{_number(groups.get('groups'))} groups of {_number(groups.get('images_in_groups'))} images "
+            f"(the largest {_number(groups.get('largest_group'))}), {_number(groups.get('moved_images'))} "
+            f"moved to their group's split, {_number(groups.get('conflicts'))} label conflicts "
+            f"({_number(groups.get('images_in_conflicts'))} images)")
 
 
 def _per_class(metadata: Mapping[str, Any]) -> Section | None:

@@ -9,7 +9,7 @@ import click
 
 from core.config import ConfigError, describe, load_params
 from model.dataset import DatasetError, scan_dataset
-from model.validation import validate_dataset
+from model.validation import groups_contact_sheet, validate_dataset
 from storage import StorageError
 
 
@@ -23,8 +23,17 @@ def summary_lines(report: dict) -> list[str]:
     ]
     for item in report["corrupt"]:
         lines.append(f"unreadable, excluded: {item['path']} ({item['error']})")
+    groups = report["groups"]
+    lines.append(f"near-duplicate groups: {groups['groups']} ({groups['images_in_groups']} images, the largest "
+                 f"{groups['largest_group']}); moved to their group's split: {groups['moved_images']} images; "
+                 f"label conflicts: {groups['conflicts']} groups ({groups['images_in_conflicts']} images)")
+    for group in groups["conflict_groups"]:
+        lines.append("label conflict: " + " = ".join(f"{m['path']} ({m['label']})" for m in group))
     for dup in report["duplicates_across_splits"]:
-        lines.append(f"same image in {'/'.join(dup['splits'])}: {', '.join(dup['paths'])} (kept in {dup['kept_in']})")
+        lines.append(f"group straddles {'/'.join(dup['splits'])}: {', '.join(dup['paths'])} "
+                     f"(kept in {dup['kept_in']}, left out: {', '.join(dup['left_out'])})")
+    if not report["split_record"]["written"] and report["split_record"].get("error"):
+        lines.append(f"split assignment not recorded: {report['split_record']['error']}")
     if report["unknown_folders"]:
         lines.append(f"folders that are not a class, ignored: {report['unknown_folders']}")
     return lines
@@ -35,10 +44,13 @@ def summary_lines(report: dict) -> list[str]:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=".run/data-validation.json",
               show_default=True, help="Where to write the JSON report.")
 def main(dataset_uri, report_path):
-    """Check that every image decodes, count images per class, find images shared by two splits.
+    """Check that every image decodes, count images per class, group near-duplicates, find label conflicts.
 
-    Unreadable files are listed and excluded; the step fails (exit 1) when a class has fewer
-    images than data.min_images_per_class or more than data.max_corrupt_share are unreadable.
+    Unreadable files are listed and excluded; near-duplicates are grouped and each group split as
+    one (the assignment is recorded in the dataset's splits.json). The step fails (exit 1) when a
+    class has fewer images than data.min_images_per_class, more than data.max_corrupt_share are
+    unreadable, or more than data.max_conflict_share show one picture under two classes. Beside
+    the report: a contact sheet (PNG) of the largest groups.
 
     Example: python -m scripts.validate_data --dataset data/COVID-19_Radiography_Dataset
     """
@@ -49,13 +61,16 @@ def main(dataset_uri, report_path):
                                cache_dir=params["cache_dir"])
     except (ConfigError, DatasetError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
-    report, _ = validate_dataset(dataset, params)
+    report, usable = validate_dataset(dataset, params)
     path = Path(report_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sheet = path.with_name(path.stem + "-groups.png")
+    sheet.write_bytes(groups_contact_sheet(usable, report, params))
+    report["groups"]["contact_sheet"] = str(sheet)
     path.write_text(json.dumps(report, indent=2))
     for line in summary_lines(report):
         click.echo(line)
-    click.echo(f"report: {path}")
+    click.echo(f"report: {path}; the largest near-duplicate groups: {sheet}")
     if not report["passed"]:
         raise click.ClickException("data validation failed: " + "; ".join(report["problems"]))
     click.echo("data validation passed")

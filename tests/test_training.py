@@ -34,6 +34,7 @@ def dataset_with_a_corrupt_file(tiny_dataset, tmp_path_factory):
     shutil.copytree(tiny_dataset, root)
     good = (root / "Normal" / "images" / "Normal-1.png").read_bytes()
     (root / "Normal" / "images" / "Normal-999.png").write_bytes(good[: len(good) // 3])
+    (root / "Normal" / "images" / "Normal-again.png").write_bytes(good)  # a near-duplicate group of two
     return root
 
 
@@ -52,7 +53,7 @@ def test_candidate_metadata_holds_lineage_metrics_gate_and_onnx(candidate):
     assert metadata["kind"] == "train" and metadata["parent_version"] is None
     assert metadata["classes"] == params["classes"]
     assert len(metadata["dataset"]["manifest_sha256"]) == 64
-    assert sum(metadata["dataset"]["class_counts"].values()) == 120
+    assert sum(metadata["dataset"]["class_counts"].values()) == 121
     metrics = metadata["metrics"]
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert set(metrics["recall"]) == set(params["classes"])
@@ -66,6 +67,16 @@ def test_candidate_metadata_holds_lineage_metrics_gate_and_onnx(candidate):
 def test_one_unreadable_file_is_excluded_and_training_goes_on(candidate):
     _, metadata, _ = candidate
     assert metadata["dataset"]["excluded_files"] == 1
+
+
+def test_the_versions_report_counts_the_near_duplicate_groups_and_shows_them(candidate):
+    from model.train import GROUPS_IMAGE
+
+    _, metadata, files = candidate
+    assert metadata["dataset"]["groups"]["groups"] == 1 and metadata["dataset"]["groups"]["images_in_groups"] == 2
+    assert metadata["reports"][-1] == GROUPS_IMAGE
+    assert len(metadata["dataset"]["splits_sha256"]) == 64  # which split it was evaluated on
+    assert Image.open(io.BytesIO(files[GROUPS_IMAGE])).format == "PNG"
 
 
 def test_onnx_export_has_named_input_and_output_and_matches_keras(candidate):

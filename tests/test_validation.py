@@ -11,7 +11,7 @@ import pytest
 from helpers import clean_env, config_variables, run_module
 
 from core.config import load_params
-from model.dataset import SPLITS, scan_dataset, split_of
+from model.dataset import scan_dataset, split_of
 from model.synthetic import image_seed, render
 from model.validation import validate_dataset
 
@@ -173,24 +173,20 @@ def test_unreadable_files_do_not_count_towards_the_class_minimum(tmp_path):
     assert report["problems"] == ["class 'COVID' has 2 usable images, fewer than the minimum 3"]
 
 
-def test_an_identical_image_in_another_split_is_reported_and_the_later_copy_excluded(dataset_root):
+def test_an_identical_image_whose_path_hashes_into_another_split_joins_its_originals_split(dataset_root):
     params = params_with()
     shares = params["data"]["split"]
     original = "Normal/images/Normal-1.png"
     copy = write(dataset_root, name_in_other_split("Normal", original, shares),
                  (dataset_root / original).read_bytes())
-    splits = {original: split_of(original, shares), copy: split_of(copy, shares)}
-    kept, dropped = sorted(splits, key=lambda path: SPLITS.index(splits[path]))
 
     report, usable = validate(dataset_root, params)
-    assert len(report["duplicates_across_splits"]) == 1
-    duplicate = report["duplicates_across_splits"][0]
-    assert duplicate["paths"] == sorted([original, copy])
-    assert duplicate["splits"] == sorted(set(splits.values()), key=SPLITS.index)
-    assert duplicate["kept_in"] == splits[kept]
-    assert report["excluded"] == [dropped]
-    usable_paths = {e.path for e in usable.examples}
-    assert kept in usable_paths and dropped not in usable_paths
+    splits = {e.path: e.split for e in usable.examples}
+    assert splits[copy] == splits[original] == split_of(min(original, copy), shares)
+    assert report["groups"]["groups"] == 1 and report["groups"]["images_in_groups"] == 2
+    assert [[m["path"] for m in group] for group in report["groups"]["members"]] == [sorted([original, copy])]
+    assert report["groups"]["moved_images"] == 1
+    assert report["duplicates_across_splits"] == [] and report["excluded"] == []
     assert report["passed"] is True
 
 
@@ -200,12 +196,13 @@ def test_the_same_pixels_saved_with_other_png_settings_count_as_the_same_image(d
     original = "COVID/images/COVID-2.png"
     recompressed = png_bytes("COVID", 2, compress_level=0)
     assert recompressed != (dataset_root / original).read_bytes()
-    copy = write(dataset_root, name_in_other_split("Lung_Opacity", original, shares), recompressed)
-    report, _ = validate(dataset_root, params)
-    assert [d["paths"] for d in report["duplicates_across_splits"]] == [sorted([original, copy])]
+    copy = write(dataset_root, name_in_other_split("COVID", original, shares), recompressed)
+    report, usable = validate(dataset_root, params)
+    assert [[m["path"] for m in group] for group in report["groups"]["members"]] == [sorted([original, copy])]
+    assert len({e.split for e in usable.examples if e.path in (original, copy)}) == 1
 
 
-def test_identical_images_within_one_split_are_not_a_leak(dataset_root):
+def test_identical_images_within_one_split_move_nothing(dataset_root):
     params = params_with()
     shares = params["data"]["split"]
     original = "Normal/images/Normal-1.png"
@@ -215,7 +212,8 @@ def test_identical_images_within_one_split_are_not_a_leak(dataset_root):
             break
     write(dataset_root, candidate, (dataset_root / original).read_bytes())
     report, usable = validate(dataset_root, params)
-    assert report["duplicates_across_splits"] == []
+    assert report["duplicates_across_splits"] == [] and report["groups"]["moved_images"] == 0
+    assert report["groups"]["groups"] == 1
     assert candidate in {e.path for e in usable.examples}
 
 
