@@ -27,6 +27,7 @@ from waitress.task import ErrorTask, WSGITask
 from api.app import ARRIVED_ENVIRON_KEY, create_app, server_error_answer
 from api.errors import body_too_large
 from api.requestlog import configure_logging
+from core.cli import registry_option
 from core.config import ConfigError, describe, load_params
 from registry.store import STAGES, RegistryError
 from storage import StorageError
@@ -187,8 +188,7 @@ def write_port_file(path: Path, port: int) -> None:
               help="Port; 0 picks a free one (see --port-file). [default: api.port, env API_PORT]")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Waitress worker threads. [default: api.threads, env API_THREADS]")
-@click.option("--registry", "registry_uri",
-              help="Registry root, a local path. [default: registry_uri, env REGISTRY_URI]")
+@registry_option
 @click.option("--stage", type=click.Choice(STAGES), default="production", show_default=True,
               help="Stage the model is read from.")
 @click.option("--version", "model_version",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import click
 
-from core.config import ConfigError, describe, load_params
+from core.cli import params_or_exit
+from core.config import describe
 
 SECTIONS = {
     "grouping": "bench.grouping",
@@ -70,10 +71,7 @@ def main(sections, quick, json_path):
       python -m bench --section serving
       python -m bench --section registry
     """
-    try:
-        params = load_params()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit()
     click.echo(describe(params, "bench", ("bench", "api")))
     tables = {}
     for name in sections or SECTIONS:

@@ -1,7 +1,7 @@
 """Time to a gate-passing model, before and after, in one run: ``python -m bench.ab_training``.
 
 The "before" arm is a commit (by default ``BASE_COMMIT`` b312164, the main that issue 9, the training
-speed-up, started from; the README's "Training speed" figures compare against it) checked out with
+speed-up, started from; the "Training speed" figures of docs/measurements.md compare against it) checked out with
 ``git worktree add --detach`` into a temporary folder; the "after" arm is this working tree. Both
 run ``python -m model.train`` (what `make train` runs) with this interpreter on the same dataset,
 each with a fresh registry and an empty ``cache_dir`` (so each decodes every image, as the first
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import click
 
-from core.config import REPO_ROOT, ConfigError, load_params
+from core.cli import params_or_exit
+from core.config import REPO_ROOT
 from registry.store import Registry
 
 BASE_COMMIT = "b312164"
@@ -159,10 +160,7 @@ def main(base, rounds, dataset_uri, settings, rgb_share, json_path, keep):
     Example:
       python -m bench.ab_training --rounds 1 --json .run/ab-training.json
     """
-    try:
-        params = load_params({"dataset_uri": dataset_uri})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({"dataset_uri": dataset_uri})
     dataset = params["dataset_uri"]
     if "://" not in dataset:
         dataset = str(Path(dataset).resolve())

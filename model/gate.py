@@ -7,6 +7,8 @@ now on the same test images, by more than ``gate.max_regression``.
 
 from __future__ import annotations
 
+from registry.policy import check_text
+
 
 def _check(name: str, comparison: str, threshold: float, value: float, production_value=None) -> dict:
     passed = value >= threshold if comparison == ">=" else value <= threshold
@@ -45,6 +47,4 @@ def apply_gate(metrics: dict, parity_max_abs_diff: float, gate_params: dict, pro
 def failure_message(gate: dict) -> str:
     """One sentence per failed check: its name, value and threshold."""
     failed = [c for c in gate["checks"] if not c["passed"]]
-    return "quality gate failed: " + "; ".join(
-        f"{c['name']} = {c['value']:.6g}, required {c['comparison']} {c['threshold']:.6g}" for c in failed
-    )
+    return "quality gate failed: " + "; ".join(check_text(check, between=" = ") for check in failed)

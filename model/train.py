@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from core.cli import registry_option
 from core.config import ConfigError, describe, load_params, masked
 from core.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from model.dataset import DatasetError, scan_dataset
@@ -27,6 +28,7 @@ from model.validation import groups_contact_sheet, validate_dataset
 from monitoring.reference import REFERENCE_FILE, reference_bytes
 from notify.outcome import tell
 from notify.report import render_html
+from registry.policy import check_text, gate_number
 from registry.store import KERAS_FILE, MODEL_FILE, Registry
 from storage import StorageError
 
@@ -329,10 +331,8 @@ def show_gate(gate: dict) -> None:
     """The gate table on the console, with the production model's value beside each check."""
     for check in gate["checks"]:
         verdict = "pass" if check["passed"] else "FAIL"
-        production = check.get("production_value")
-        beside = f"   (production {production:.4g})" if isinstance(production, (int, float)) else ""
-        click.echo(f"gate {check['name']:<24} {check['value']:.6g} {check['comparison']} "
-                   f"{check['threshold']:.6g}: {verdict}{beside}")
+        beside = f" (production {gate_number(check['production_value'])})" if "production_value" in check else ""
+        click.echo(f"gate {check_text(check)}: {verdict}{beside}")
     production = gate.get("production") or {}
     if production.get("comparable") is False:
         click.echo(f"gate: production {production['version']} not compared: {production['reason']}")
@@ -367,7 +367,7 @@ def write_version_file(path: str | None, version: str) -> None:
 
 @click.command()
 @click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
-@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@registry_option
 @click.option("--epochs", type=int, help="Maximum epochs (train.epochs); early stopping may end sooner.")
 @click.option("--batch-size", type=int, help="Batch size (train.batch_size).")
 @click.option("--image-size", type=int, help="Side of the network's square input (data.image_size).")

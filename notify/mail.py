@@ -43,19 +43,6 @@ class DeliveryError(RuntimeError):
         self.saved_to = saved_to
 
 
-# Every outcome of a pipeline run that the product owner hears about, with its title (the email's
-# subject). Whether the run failed is the step's exit status, decided where the outcome arises.
-OUTCOMES = {
-    "training-failed-gate": "training failed the quality gate",
-    "production-still-good": "production still good on the new data",
-    "testing-still-good": "testing model still good on the new data",
-    "poor-model": "retraining produced a poor model",
-    "no-model": "no model to retrain",
-    "incompatible-base": "retraining refused: the base model does not fit the current settings",
-    "step-failed": "a pipeline step failed",
-}
-
-
 def what_happened(metadata: Mapping[str, Any]) -> str:
     """``retraining of production v0003 passed: `` for a retrained version; empty for training."""
     parent = metadata.get("parent") if isinstance(metadata.get("parent"), dict) else {}
@@ -93,36 +80,6 @@ def new_message(subject_line: str, sender: str, recipient: str) -> EmailMessage:
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain="xray-mlops")
     return message
-
-
-def outcome_message(kind: str, headline: str, sender: str, recipient: str, metadata: Mapping[str, Any] | None = None,
-                    facts: Mapping[str, Any] | None = None) -> EmailMessage:
-    """The email of an outcome that registered no version (gate failed, still good, no model...).
-
-    The headline says what happened; ``facts`` are key/value lines (which step, which log...);
-    ``metadata`` is the candidate's, when one was trained, shown as its report (no promotion
-    status: it was not registered, or is not what this email is about).
-    """
-    title = OUTCOMES[kind]
-    message = new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
-    message[OUTCOME_HEADER] = kind
-    lines = [headline, ""] + [f"  {key}: {value}" for key, value in (facts or {}).items()]
-    text = "\n".join(lines) + "\n"
-    if metadata:
-        text += "\n" + render_text(metadata, status=False)
-    message.set_content(text, cte="quoted-printable")
-    if metadata:
-        message.add_alternative(render_html(metadata, status=False, headline=headline, facts=facts),
-                                subtype="html", cte="quoted-printable")
-    return message
-
-
-def notify_outcome(params: Mapping[str, Any], kind: str, headline: str, metadata: Mapping[str, Any] | None = None,
-                   facts: Mapping[str, Any] | None = None) -> str:
-    """Email the product owner one outcome; return where it went (DeliveryError when it could not)."""
-    notify = params["notify"]
-    message = outcome_message(kind, headline, notify["from"], notify["to"], metadata, facts)
-    return deliver(message, params)
 
 
 def content_id(name: str) -> str:

@@ -1,7 +1,7 @@
-"""The note a step leaves when it has told the product owner how it ended.
+"""How a pipeline run ended, told to the product owner: the outcomes, their email, and the note.
 
-A step that ends in a known outcome (the gate refused the candidate, production is still good...)
-emails it and writes ``outcome.json`` in the run directory; the pipeline runner (and, on GKE, the
+A step that ends in a known outcome (:data:`OUTCOMES`: the gate refused the candidate, production
+is still good...) emails it and writes ``outcome.json`` in the run directory; the pipeline runner (and, on GKE, the
 train and retrain Tasks, through ``python -m scripts.outcome FILE``) reads it to tell a reported
 outcome from a crash, which is reported separately.
 """
@@ -9,12 +9,58 @@ outcome from a crash, which is reported separately.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import click
 
-from notify.mail import DeliveryError, notify_outcome
+from notify.mail import OUTCOME_HEADER, SUBJECT_PREFIX, DeliveryError, deliver, new_message
+from notify.report import render_html, render_text
 from registry.store import utc_now
+
+# Every outcome of a pipeline run that the product owner hears about, with its title (the email's
+# subject). Whether the run failed is the step's exit status, decided where the outcome arises.
+OUTCOMES = {
+    "training-failed-gate": "training failed the quality gate",
+    "production-still-good": "production still good on the new data",
+    "testing-still-good": "testing model still good on the new data",
+    "poor-model": "retraining produced a poor model",
+    "no-model": "no model to retrain",
+    "incompatible-base": "retraining refused: the base model does not fit the current settings",
+    "step-failed": "a pipeline step failed",
+}
+
+
+def outcome_message(kind: str, headline: str, sender: str, recipient: str, metadata: Mapping[str, Any] | None = None,
+                    facts: Mapping[str, Any] | None = None) -> EmailMessage:
+    """The email of an outcome that registered no version (gate failed, still good, no model...).
+
+    The headline says what happened; ``facts`` are key/value lines (which step, which log...);
+    ``metadata`` is the candidate's, when one was trained, shown as its report (no promotion
+    status: it was not registered, or is not what this email is about).
+    """
+    title = OUTCOMES[kind]
+    message = new_message(f"{SUBJECT_PREFIX} {title}", sender, recipient)
+    message[OUTCOME_HEADER] = kind
+    lines = [headline, ""] + [f"  {key}: {value}" for key, value in (facts or {}).items()]
+    text = "\n".join(lines) + "\n"
+    if metadata:
+        text += "\n" + render_text(metadata, status=False)
+    message.set_content(text, cte="quoted-printable")
+    if metadata:
+        message.add_alternative(render_html(metadata, status=False, headline=headline, facts=facts),
+                                subtype="html", cte="quoted-printable")
+    return message
+
+
+def notify_outcome(params: Mapping[str, Any], kind: str, headline: str, metadata: Mapping[str, Any] | None = None,
+                   facts: Mapping[str, Any] | None = None) -> str:
+    """Email the product owner one outcome; return where it went (DeliveryError when it could not)."""
+    notify = params["notify"]
+    message = outcome_message(kind, headline, notify["from"], notify["to"], metadata, facts)
+    return deliver(message, params)
 
 
 class OutcomeNotTold(click.ClickException):
@@ -29,7 +75,7 @@ def record_outcome(path: str | Path | None, kind: str, email: str, delivered: bo
 
 
 def tell(params: dict, outcome_file: str | Path | None, kind: str, headline: str, metadata=None, facts=None) -> str:
-    """Email the product owner an outcome (notify/mail.py OUTCOMES) and note in ``outcome_file``
+    """Email the product owner an outcome (OUTCOMES) and note in ``outcome_file``
     that it was told, so the pipeline does not report a crash too; return where the email went.
 
     When the email cannot be delivered, the outcome is still noted (``delivered: false``) and

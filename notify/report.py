@@ -1,8 +1,9 @@
 """The report of a registry version, as plain text and as self-contained HTML.
 
-``render_text`` and ``render_html`` are pure: they read a version's ``metadata.json`` (and, for
-HTML, the ``src`` of each report image) and return a string. The email of ``notify.mail``
-carries both; the command line prints or writes one::
+:func:`build_report` reads a version's ``metadata.json`` once into a :class:`Report` (its sections,
+in order); :func:`render_text` lays that out as text and :func:`render_html` through the Jinja2
+template ``notify/templates/report.html``, so both formats always hold the same sections. The email
+of ``notify.mail`` carries both; the command line prints or writes one::
 
     python -m scripts.report --version v0001-20261127T143000Z --format html --out report.html
 
@@ -15,14 +16,78 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from registry.policy import failed_gate_checks, last_test_run, readiness, tests_passed
-from registry.store import Registry, VersionNotFound
+import jinja2
+import markupsafe
+
+from registry.policy import check_cells, failed_gate_checks, gate_number, last_test_run, readiness, tests_passed
+from registry.store import Registry
+
+__all__ = ["build_report", "gate_verdict", "readiness", "render_html", "render_text", "tests_verdict"]
 
 NOT_AVAILABLE = "n/a"
+NOT_RECORDED = "not recorded"
 SHORT_HASH_CHARS = 12
 SPLITS = ("train", "validation", "test")
+STATUS_ELSEWHERE = ("Written at registration: its acceptance tests and whether it may be promoted change later. "
+                    "See `python -m scripts.report --version {version}` or `python -m registry show {version}`.")
+
+
+def _escape(value: Any) -> markupsafe.Markup:
+    """Every value shown in the HTML report goes through here (``&quot;``, as html.escape writes it)."""
+    return value if isinstance(value, markupsafe.Markup) else markupsafe.Markup(html.escape(str(value), quote=True))
+
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    finalize=_escape,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows whose first cell labels the row. Without ``header`` it is key/value pairs (values read
+    as text); with one, the other columns are figures. ``diagonal`` marks a confusion matrix."""
+
+    header: Sequence[str] | None
+    rows: Sequence[Sequence[str]]
+    diagonal: bool = False
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of the report: paragraphs, then a command to run, a table, figures."""
+
+    title: str
+    paragraphs: Sequence[str] = ()
+    command: str | None = None
+    table: Table | None = None
+    figures: Sequence[tuple[str, str]] = ()  # (file name, the src to show it with)
+
+
+@dataclass(frozen=True)
+class Banner:
+    """The verdict at the top: may the version be promoted (``good``), in a short phrase."""
+
+    text: str
+    good: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    version: str
+    headline: str | None = None
+    facts: Table | None = None
+    banner: Banner | None = None
+    note: str | None = None
+    sections: list[Section] = field(default_factory=list)
 
 
 def _dicts(items: Any) -> list[dict]:
@@ -40,11 +105,6 @@ def _number(value: Any, spec: str = ".3f") -> str:
     if value is None:
         return NOT_AVAILABLE
     return format(value, spec) if isinstance(value, float) else str(value)
-
-
-def _threshold(value: Any) -> str:
-    # Gate values span 0.9 (accuracy) to 1e-7 (ONNX parity): a fixed number of decimals hides one.
-    return _number(value, ".4g")
 
 
 def _short_hash(value: Any) -> str:
@@ -71,7 +131,7 @@ def gate_verdict(metadata: Mapping[str, Any]) -> str:
     """``passed``, ``FAILED (check, ...)`` or ``not recorded``."""
     gate = _section(metadata, "gate")
     if "passed" not in gate:
-        return "not recorded"
+        return NOT_RECORDED
     if gate["passed"] is True:
         return "passed"
     failed = [str(check.get("name", "?")) for check in failed_gate_checks(metadata)]
@@ -95,30 +155,31 @@ def tests_verdict(metadata: Mapping[str, Any]) -> str:
     return f"{verdict} ({detail})"
 
 
-def _text_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell; the first column left-aligned, the others right."""
-    table = [list(headers)] + [list(row) for row in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = []
-    for row in table:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return lines
+def _pairs(title: str, pairs: Sequence[tuple[str, str]]) -> Section:
+    """A key/value section, or ``not recorded`` when there is nothing to show."""
+    return Section(title, table=Table(None, pairs)) if pairs else Section(title, paragraphs=[NOT_RECORDED])
 
 
-def _key_values(pairs: Iterable[tuple[str, str]]) -> list[str]:
-    pairs = list(pairs)
-    width = max(len(key) for key, _ in pairs)
-    return [f"  {key.ljust(width)}  {value}" for key, value in pairs]
+def _status(metadata: Mapping[str, Any], production: str | None) -> tuple[Banner, Section]:
+    """What changes after registration: may it be promoted, and the next step."""
+    ready = readiness(metadata, production)
+    if ready.in_production:
+        banner = Banner("In production" + "".join(f", {problem}" for problem in ready.problems), ready.promotable)
+    elif ready.promotable:
+        banner = Banner("Ready to promote", True)
+        return banner, Section("Next step", ["Run this to promote it to production:"], command=ready.next_step)
+    else:
+        banner = Banner(f"Not promotable: {', '.join(ready.problems)}", False)
+    return banner, Section("Next step", [ready.next_step])
 
 
-def _overview(metadata: Mapping[str, Any], status: bool = True) -> list[tuple[str, str]]:
+def _overview(metadata: Mapping[str, Any], status: bool) -> Section:
     metrics = _section(metadata, "metrics")
     test_images = _section(_section(metadata, "dataset"), "split_counts").get("test")
     accuracy = _number(metrics.get("accuracy"))
     if test_images is not None and metrics.get("accuracy") is not None:
         accuracy += f" on {test_images} test images"
-    return [
+    return _pairs("Overview", [
         ("version", str(metadata.get("version", NOT_AVAILABLE))),
         ("kind", str(metadata.get("kind", NOT_AVAILABLE))),
         ("created at", str(metadata.get("created_at", NOT_AVAILABLE))),
@@ -126,23 +187,49 @@ def _overview(metadata: Mapping[str, Any], status: bool = True) -> list[tuple[st
         ("test accuracy", accuracy),
         ("quality gate", gate_verdict(metadata)),
         *([("acceptance tests", tests_verdict(metadata))] if status else []),
-    ]
+    ])
 
 
-def _lineage(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _delta(candidate: Any, production: Any) -> str:
+    if not isinstance(candidate, (int, float)) or not isinstance(production, (int, float)):
+        return NOT_AVAILABLE
+    return f"{candidate - production:+.3f}"
+
+
+def _comparison(metadata: Mapping[str, Any]) -> Section:
+    """The candidate beside the production model, both measured on the same test images at training time."""
+    title = "Compared with production"
+    production = _section(_section(metadata, "gate"), "production")
+    if not production:
+        return Section(title, ["Nothing was in production when this version was trained."])
+    if production.get("comparable") is False:
+        return Section(title, [f"Production {production.get('version')} could not be compared: "
+                               f"{production.get('reason')}."])
+    mine, theirs = _section(metadata, "metrics"), _section(production, "metrics")
+    rows = [["accuracy", _number(mine.get("accuracy")), _number(theirs.get("accuracy")),
+             _delta(mine.get("accuracy"), theirs.get("accuracy"))]]
+    for name in _classes(metadata):
+        a, b = _section(mine, "recall").get(name), _section(theirs, "recall").get(name)
+        rows.append([f"recall {name}", _number(a), _number(b), _delta(a, b)])
+    sentence = (f"Production {production.get('version')}, evaluated at training time on the same "
+                f"{production.get('test_images', '?')} test images.")
+    return Section(title, [sentence], table=Table(["metric", "this version", "production", "delta"], rows))
+
+
+def _lineage(metadata: Mapping[str, Any]) -> Section:
     dataset = _section(metadata, "dataset")
     parent, parent_record = metadata.get("parent_version"), _section(metadata, "parent")
     rows = [("parent version", (f"{parent} ({parent_record['stage']}), fine-tuned" if parent_record.get("stage")
                                 else str(parent)) if parent else "none (trained from scratch)")]
     if parent_record.get("dataset_manifest_sha256"):
         rows.append(("parent's dataset", str(parent_record["dataset_manifest_sha256"])))
-    return rows + [
+    return _pairs("Lineage", rows + [
         ("dataset", str(dataset.get("uri", NOT_AVAILABLE))),
         ("manifest sha256", str(dataset.get("manifest_sha256") or NOT_AVAILABLE)),
         ("class counts", _counts(dataset.get("class_counts"), _classes(metadata))),
         ("split counts", _counts(dataset.get("split_counts"), SPLITS)),
         *([("near-duplicates", near_duplicates(dataset["groups"]))] if _section(dataset, "groups") else []),
-    ]
+    ])
 
 
 def near_duplicates(groups: Mapping[str, Any]) -> str:
@@ -153,18 +240,21 @@ def near_duplicates(groups: Mapping[str, Any]) -> str:
             f"({_number(groups.get('images_in_conflicts'))} images)")
 
 
-def _per_class_rows(metadata: Mapping[str, Any]) -> list[list[str]]:
+def _per_class(metadata: Mapping[str, Any]) -> Section | None:
     metrics = _section(metadata, "metrics")
     columns = [_section(metrics, key) for key in ("precision", "recall", "f1", "support")]
-    return [[name] + [_number(column.get(name)) for column in columns] for name in _classes(metadata)]
+    rows = [[name] + [_number(column.get(name)) for column in columns] for name in _classes(metadata)]
+    if not rows:
+        return None
+    return Section("Per-class metrics (test split)", table=Table(["class", "precision", "recall", "F1", "support"], rows))
 
 
-def _confusion(metadata: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the confusion matrix; rows are true classes, columns predicted ones."""
+def _confusion(metadata: Mapping[str, Any]) -> Section | None:
+    """The confusion matrix; rows are true classes, columns predicted ones."""
     confusion = _section(metadata, "metrics").get("confusion")
     matrix = [row for row in confusion if isinstance(row, list)] if isinstance(confusion, list) else []
     if not matrix:
-        return [], []
+        return None
     classes = _classes(metadata)
     width = max(len(row) for row in matrix)
 
@@ -173,194 +263,96 @@ def _confusion(metadata: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
 
     header = ["true \\ predicted"] + [label(i) for i in range(width)]
     rows = [[label(i)] + [_number(cell) for cell in row] + [""] * (width - len(row)) for i, row in enumerate(matrix)]
-    return header, rows
+    return Section("Confusion matrix", ["Rows: true class; columns: predicted class."],
+                   table=Table(header, rows, diagonal=True))
 
 
-def _gate_rows(metadata: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the gate table; a production column when production was compared."""
+def _gate(metadata: Mapping[str, Any]) -> Section:
+    """The gate table; a production column when production was compared."""
     checks = _dicts(_section(metadata, "gate").get("checks"))
     compared = any("production_value" in check for check in checks)
-    header = ["check", "comparison", "threshold", "value", *(["production"] if compared else []), "passed"]
-    rows = [
-        [
-            str(check.get("name", "?")),
-            str(check.get("comparison", "")),
-            _threshold(check.get("threshold")),
-            _threshold(check.get("value")),
-            *([_threshold(check.get("production_value"))] if compared else []),
-            "yes" if check.get("passed") is True else "NO",
-        ]
-        for check in checks
-    ]
-    return header, rows
+    columns = ["name", "comparison", "threshold", "value", *(["production"] if compared else []), "passed"]
+    header = ["check", *columns[1:]]
+    rows = [[check_cells(check)[column] for column in columns] for check in checks]
+    return Section(f"Quality gate: {gate_verdict(metadata)}", table=Table(header, rows) if rows else None)
 
 
-def _delta(candidate: Any, production: Any) -> str:
-    if not isinstance(candidate, (int, float)) or not isinstance(production, (int, float)):
-        return NOT_AVAILABLE
-    return f"{candidate - production:+.3f}"
-
-
-def _comparison(metadata: Mapping[str, Any]) -> tuple[str, list[list[str]]]:
-    """The candidate beside the production model, both measured on the same test images at training
-    time: a sentence, and rows of (metric, candidate, production, delta)."""
-    production = _section(_section(metadata, "gate"), "production")
-    if not production:
-        return "Nothing was in production when this version was trained.", []
-    if production.get("comparable") is False:
-        return f"Production {production.get('version')} could not be compared: {production.get('reason')}.", []
-    mine, theirs = _section(metadata, "metrics"), _section(production, "metrics")
-    rows = [["accuracy", _number(mine.get("accuracy")), _number(theirs.get("accuracy")),
-             _delta(mine.get("accuracy"), theirs.get("accuracy"))]]
-    for name in _classes(metadata):
-        a, b = _section(mine, "recall").get(name), _section(theirs, "recall").get(name)
-        rows.append([f"recall {name}", _number(a), _number(b), _delta(a, b)])
-    sentence = (f"Production {production.get('version')}, evaluated at training time on the same "
-                f"{production.get('test_images', '?')} test images.")
-    return sentence, rows
-
-
-COMPARISON_HEADER = ["metric", "this version", "production", "delta"]
-STATUS_ELSEWHERE = ("Written at registration: its acceptance tests and whether it may be promoted change later. "
-                    "See `python -m scripts.report --version {version}` or `python -m registry show {version}`.")
-
-
-def _onnx(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _onnx(metadata: Mapping[str, Any]) -> Section:
     onnx = _section(metadata, "onnx")
-    if not onnx:
-        return []
-    return [
+    return _pairs("ONNX", [
         ("opset", _number(onnx.get("opset"))),
         ("sha256", _short_hash(onnx.get("sha256"))),
-        ("parity (max abs diff vs Keras)", _threshold(onnx.get("parity_max_abs_diff"))),
+        ("parity (max abs diff vs Keras)", gate_number(onnx.get("parity_max_abs_diff"))),
         ("input / output", f"{onnx.get('input', NOT_AVAILABLE)} / {onnx.get('output', NOT_AVAILABLE)}"),
-    ]
+    ] if onnx else [])
 
 
-def _training(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _training(metadata: Mapping[str, Any]) -> Section | None:
     training = _section(metadata, "training")
     if not training:
-        return []
-    return [
+        return None
+    return _pairs("Training", [
         ("epochs run", _number(training.get("epochs_run"))),
         ("best epoch", _number(training.get("best_epoch"))),
         ("seconds", _number(training.get("seconds"), ".1f")),
-    ]
+    ])
 
 
-def _libraries(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(str(name), str(version)) for name, version in _section(metadata, "libraries").items()]
+def build_report(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None, status: bool = True,
+                 headline: str | None = None, production: str | None = None,
+                 facts: Mapping[str, Any] | None = None) -> Report:
+    """The report of one version (or of a candidate that was not registered), as data.
+
+    ``status`` shows what changes after registration (acceptance tests, may it be promoted, the
+    next step); a report stored at registration leaves it out rather than freeze it. ``headline``
+    is an outcome sentence shown first (an email about a pipeline run), ``facts`` key/value rows
+    under it. ``production`` is the version in production now (the next step differs for that
+    one). ``images`` maps a report PNG file name to the ``src`` to show it with.
+    """
+    version = str(metadata.get("version", "?"))
+    banner, note, sections = None, None, []
+    if status:
+        banner, next_step = _status(metadata, production)
+        sections.append(next_step)
+    elif metadata.get("version"):
+        note = STATUS_ELSEWHERE.format(version=version)
+    sections += [_overview(metadata, status), _comparison(metadata), _lineage(metadata),
+                 _per_class(metadata), _confusion(metadata), _gate(metadata), _onnx(metadata)]
+    if status:
+        sections.append(Section(f"Acceptance tests: {tests_verdict(metadata)}"))
+    libraries = [(str(name), str(value)) for name, value in _section(metadata, "libraries").items()]
+    sections += [_training(metadata), _pairs("Libraries", libraries)]
+    if images:
+        sections.append(Section("Figures", figures=list(images.items())))
+    facts_table = Table(None, [(str(key), str(value)) for key, value in facts.items()]) if facts else None
+    return Report(version, headline, facts_table, banner, note, [section for section in sections if section])
 
 
-def status_title(ready) -> str:
-    """The one-line verdict at the top of a report."""
-    if ready.in_production:
-        return "IN PRODUCTION" if ready.promotable else "IN PRODUCTION, " + ", ".join(ready.problems).upper()
-    return "READY TO PROMOTE" if ready.promotable else "NOT PROMOTABLE"
+def _text_table(table: Table) -> list[str]:
+    """Columns padded to their widest cell; figures (columns after the first, under a header) right-aligned."""
+    cells = ([list(table.header)] if table.header else []) + [list(row) for row in table.rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for row in cells:
+        padded = [row[0].ljust(widths[0])] + [cell.rjust(width) if table.header else cell.ljust(width)
+                                              for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  " + "  ".join(padded).rstrip())
+    return lines
 
 
 def render_text(metadata: Mapping[str, Any], status: bool = True, headline: str | None = None,
                 production: str | None = None) -> str:
-    """The report of one version (or of a candidate that was not registered) as plain text.
-
-    ``status`` shows what changes after registration (acceptance tests, may it be promoted, the
-    next step); a report stored at registration leaves it out rather than freeze it. ``headline``
-    is an outcome sentence shown first (an email about a pipeline run). ``production`` is the
-    version in production now (the next step differs for that one).
-    """
-    version = str(metadata.get("version", "?"))
-    title = f"xray-mlops model report: {version}"
+    """The report of one version as plain text (arguments as in :func:`build_report`)."""
+    report = build_report(metadata, status=status, headline=headline, production=production)
+    title = f"xray-mlops model report: {report.version}"
     lines = [title, "=" * len(title), ""]
-    if headline:
-        lines += [headline, ""]
-    if status:
-        ready = readiness(metadata, production)
-        lines += [status_title(ready), ""]
-        lines += ["Next step", f"  {ready.next_step}", ""]
-    elif metadata.get("version"):
-        lines += [STATUS_ELSEWHERE.format(version=version), ""]
-    lines += ["Overview", *_key_values(_overview(metadata, status)), ""]
-    sentence, comparison = _comparison(metadata)
-    lines += ["Compared with production", f"  {sentence}"]
-    lines += (_text_table(COMPARISON_HEADER, comparison) if comparison else []) + [""]
-    lines += ["Lineage", *_key_values(_lineage(metadata)), ""]
-    per_class = _per_class_rows(metadata)
-    if per_class:
-        lines += ["Per-class metrics (test split)"]
-        lines += _text_table(["class", "precision", "recall", "f1", "support"], per_class) + [""]
-    header, rows = _confusion(metadata)
-    if rows:
-        lines += ["Confusion matrix (rows: true class, columns: predicted class)"]
-        lines += _text_table(header, rows) + [""]
-    lines += [f"Quality gate: {gate_verdict(metadata)}"]
-    gate_header, gate_rows = _gate_rows(metadata)
-    if gate_rows:
-        lines += _text_table(gate_header, gate_rows)
-    lines += [""]
-    onnx = _onnx(metadata)
-    lines += ["ONNX", *(_key_values(onnx) if onnx else ["  not recorded"]), ""]
-    if status:
-        lines += [f"Acceptance tests: {tests_verdict(metadata)}", ""]
-    training = _training(metadata)
-    if training:
-        lines += ["Training", *_key_values(training), ""]
-    libraries = _libraries(metadata)
-    lines += ["Libraries", *(_key_values(libraries) if libraries else ["  not recorded"]), ""]
+    for lead in (report.headline, report.banner and report.banner.text.upper(), report.note):
+        if lead:
+            lines += [lead, ""]
+    for section in report.sections:
+        lines += [section.title, *(f"  {line}" for line in [*section.paragraphs, section.command] if line)]
+        lines += [*(_text_table(section.table) if section.table else []), ""]
     return "\n".join(lines)
-
-
-# Inline style attributes rather than a <style> block: several email clients drop <head> styles.
-BODY_STYLE = (
-    "font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:#1b1b1b;"
-    "max-width:880px;margin:0 auto;padding:16px;line-height:1.4"
-)
-H1_STYLE = "font-size:22px;margin:0 0 12px 0"
-H2_STYLE = "font-size:17px;margin:22px 0 6px 0;border-bottom:1px solid #ccc;padding-bottom:3px"
-TABLE_STYLE = "border-collapse:collapse;font-size:14px;margin:4px 0 8px 0"
-TH_STYLE = "text-align:left;padding:4px 10px;background:#f0f0f0;border-bottom:2px solid #999"
-ROW_HEADER_STYLE = "text-align:left;padding:4px 10px;font-weight:600;border-bottom:1px solid #ddd"
-TD_STYLE = "text-align:left;padding:4px 10px;border-bottom:1px solid #ddd"
-TD_NUMBER_STYLE = "text-align:right;padding:4px 10px;border-bottom:1px solid #ddd;font-variant-numeric:tabular-nums"
-DIAGONAL_STYLE = TD_NUMBER_STYLE + ";background:#e6f4ea;font-weight:600"
-CODE_STYLE = (
-    "font-family:SFMono-Regular,Consolas,Menlo,monospace;background:#f4f4f4;padding:8px 12px;"
-    "display:block;border-radius:4px;font-size:14px"
-)
-READY_STYLE = "background:#e6f4ea;border-left:6px solid #1e8e3e;padding:10px 14px;font-size:16px;font-weight:600"
-NOT_READY_STYLE = "background:#fce8e6;border-left:6px solid #d93025;padding:10px 14px;font-size:16px;font-weight:600"
-IMAGE_STYLE = "max-width:100%;height:auto;border:1px solid #ddd;margin:4px 0 12px 0"
-
-
-def _e(value: Any) -> str:
-    """Every value shown in the HTML report goes through here."""
-    return html.escape(str(value), quote=True)
-
-
-def _html_table(headers: Sequence[str] | None, rows: Iterable[Sequence[str]], *, numeric_from: int = 1,
-                diagonal: bool = False) -> str:
-    """A table whose first column labels the row; columns from ``numeric_from`` align right."""
-    parts = [f'<table style="{TABLE_STYLE}">']
-    if headers:
-        parts.append("<tr>" + "".join(f'<th style="{TH_STYLE}">{_e(cell)}</th>' for cell in headers) + "</tr>")
-    for row_index, row in enumerate(rows):
-        cells = [f'<th style="{ROW_HEADER_STYLE}">{_e(row[0])}</th>']
-        for column, cell in enumerate(row[1:], start=1):
-            if diagonal and column - 1 == row_index:
-                style = DIAGONAL_STYLE
-            else:
-                style = TD_NUMBER_STYLE if column >= numeric_from else TD_STYLE
-            cells.append(f'<td style="{style}">{_e(cell)}</td>')
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table>")
-    return "".join(parts)
-
-
-def _h2(title: str) -> str:
-    return f'<h2 style="{H2_STYLE}">{_e(title)}</h2>'
-
-
-def _html_key_values(pairs: Sequence[tuple[str, str]]) -> str:
-    return _html_table(None, pairs, numeric_from=99) if pairs else "<p>not recorded</p>"
 
 
 def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = None, status: bool = True,
@@ -368,80 +360,11 @@ def render_html(metadata: Mapping[str, Any], images: Mapping[str, str] | None = 
                 facts: Mapping[str, Any] | None = None) -> str:
     """The report of one version as one self-contained HTML page (inline CSS, no external assets).
 
-    ``images`` maps a report PNG file name to the ``src`` to show it with: ``cid:<name>`` in an
-    email, the file name next to a stored report, or a ``data:`` URI. Every value is escaped.
-    ``status``, ``headline`` and ``production`` as in :func:`render_text`; ``facts`` are key/value
-    rows shown under the headline (an outcome email's).
+    ``images`` map to ``cid:<name>`` in an email, the file name next to a stored report, or a
+    ``data:`` URI; the other arguments as in :func:`build_report`. Every value is escaped.
     """
-    version = str(metadata.get("version", "?"))
-    body = [f'<h1 style="{H1_STYLE}">xray-mlops model report: {_e(version)}</h1>']
-    if headline:
-        body.append(f"<p><strong>{_e(headline)}</strong></p>")
-    if facts:
-        body.append(_html_key_values([(str(key), str(value)) for key, value in facts.items()]))
-    if status:
-        ready = readiness(metadata, production)
-        if ready.in_production:
-            style = READY_STYLE if ready.promotable else NOT_READY_STYLE
-            body.append(f'<p style="{style}">{_e(status_title(ready).capitalize())}</p>')
-            body.append(_h2("Next step"))
-            body.append(f"<p>{_e(ready.next_step)}</p>")
-        elif ready.promotable:
-            body.append(f'<p style="{READY_STYLE}">Ready to promote</p>')
-            body.append(_h2("Next step"))
-            body.append("<p>Run this to promote it to production:</p>"
-                        f'<code style="{CODE_STYLE}">{_e(ready.next_step)}</code>')
-        else:
-            body.append(f'<p style="{NOT_READY_STYLE}">Not promotable: {_e(", ".join(ready.problems))}</p>')
-            body.append(_h2("Next step"))
-            body.append(f"<p>{_e(ready.next_step)}</p>")
-    elif metadata.get("version"):
-        body.append(f"<p>{_e(STATUS_ELSEWHERE.format(version=version))}</p>")
-    body += [_h2("Overview"), _html_key_values(_overview(metadata, status))]
-    sentence, comparison = _comparison(metadata)
-    body += [_h2("Compared with production"), f"<p>{_e(sentence)}</p>"]
-    if comparison:
-        body.append(_html_table(COMPARISON_HEADER, comparison))
-    body += [_h2("Lineage"), _html_key_values(_lineage(metadata))]
-    per_class = _per_class_rows(metadata)
-    if per_class:
-        body += [_h2("Per-class metrics (test split)"),
-                 _html_table(["class", "precision", "recall", "F1", "support"], per_class)]
-    header, rows = _confusion(metadata)
-    if rows:
-        body += [_h2("Confusion matrix"), "<p>Rows: true class; columns: predicted class.</p>",
-                 _html_table(header, rows, diagonal=True)]
-    body.append(_h2(f"Quality gate: {gate_verdict(metadata)}"))
-    gate_header, gate_rows = _gate_rows(metadata)
-    if gate_rows:
-        body.append(_html_table(gate_header, gate_rows))
-    body += [_h2("ONNX"), _html_key_values(_onnx(metadata))]
-    if status:
-        body += [_h2("Acceptance tests"), f"<p>{_e(tests_verdict(metadata))}</p>"]
-    training = _training(metadata)
-    if training:
-        body += [_h2("Training"), _html_key_values(training)]
-    body += [_h2("Libraries"), _html_key_values(_libraries(metadata))]
-    if images:
-        body.append(_h2("Figures"))
-        for name, src in images.items():
-            body.append(f'<p style="margin:8px 0 0 0">{_e(name)}</p>'
-                        f'<img src="{_e(src)}" alt="{_e(name)}" style="{IMAGE_STYLE}">')
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>xray-mlops report {_e(version)}</title></head>\n"
-        f'<body style="{BODY_STYLE}">\n' + "\n".join(body) + "\n</body></html>\n"
-    )
-
-
-def resolve_version(registry: Registry, version: str | None) -> tuple[str, str]:
-    """``(version, its stage)``: ``version`` itself, or the newest testing version when it is None."""
-    if version:
-        return version, registry.stage_of(version)  # VersionNotFound with the registry's own message
-    versions = registry.versions("testing")
-    if not versions:
-        raise VersionNotFound(f"the registry at {registry.uri} has no testing version: run `make train` first")
-    return versions[-1], "testing"
+    report = build_report(metadata, images, status, headline, production, facts)
+    return TEMPLATES.get_template("report.html").render(report=report)
 
 
 def report_image_names(metadata: Mapping[str, Any], files: Iterable[str]) -> list[str]:

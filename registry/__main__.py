@@ -7,7 +7,7 @@ import json
 
 import click
 
-from core.config import ConfigError, load_params
+from core.cli import params_or_exit, registry_option
 from registry.policy import last_test_run, readiness, run_passed
 from registry.store import STAGES, Registry, RegistryError
 from registry.verify import verify_servable
@@ -27,8 +27,8 @@ def one_line_errors():
 
 def _registry(uri: str | None) -> Registry:
     try:
-        return Registry(uri or load_params()["registry_uri"])
-    except (ConfigError, StorageError) as exc:
+        return Registry(uri or params_or_exit()["registry_uri"])
+    except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -57,9 +57,6 @@ def with_promotion(metadata: dict, production: str | None) -> dict:
                                       "next_step": verdict.next_step, "in_production": verdict.in_production}}
 
 
-registry_option = click.option(
-    "--registry", "registry_uri", envvar="REGISTRY_URI", help="Registry URI (default: params.yaml)."
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -185,10 +182,10 @@ def gc(registry_uri, apply, grace_s, as_json):
     Example: python -m registry gc --apply
     """
     try:
-        grace = grace_s if grace_s is not None else load_params()["registry"]["gc_grace_s"]
+        grace = grace_s if grace_s is not None else params_or_exit()["registry"]["gc_grace_s"]
         registry = _registry(registry_uri)
         found = registry.collect_garbage(grace) if apply else registry.garbage(grace)
-    except (ConfigError, *REGISTRY_ERRORS) as exc:
+    except REGISTRY_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "deleted" if apply else "would delete (dry run; --apply deletes)"
     lines = [f"{verb}: {item['prefix']} ({item['reason']}, {item['objects']} objects, "

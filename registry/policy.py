@@ -85,14 +85,30 @@ def failed_gate_checks(metadata: Mapping[str, Any]) -> list[dict]:
     return [check for check in checks if isinstance(check, dict) and check.get("passed") is not True]
 
 
-def check_text(check: Mapping[str, Any]) -> str:
-    """``accuracy 0.43, required >= 0.9``: one gate check in words."""
-    def shown(value: Any) -> str:
-        # Gate values span 0.9 (accuracy) to 1e-7 (ONNX parity): a fixed number of decimals hides one.
-        return format(value, ".4g") if isinstance(value, float) else str(value)
+def gate_number(value: Any) -> str:
+    """A gate value for people: floats to 6 significant digits, which show both 0.9 (accuracy) and
+    1e-7 (ONNX parity) and never round a value onto its threshold; missing as n/a."""
+    if value is None:
+        return "n/a"
+    return format(value, ".6g") if isinstance(value, float) else str(value)
 
-    return (f"{check.get('name', '?')} {shown(check.get('value'))}, "
-            f"required {check.get('comparison', '')} {shown(check.get('threshold'))}")
+
+def check_cells(check: Mapping[str, Any]) -> dict[str, str]:
+    """The one way a gate check is shown: each field in words, for a sentence or a table row."""
+    return {
+        "name": str(check.get("name", "?")),
+        "comparison": str(check.get("comparison", "")),
+        "threshold": gate_number(check.get("threshold")),
+        "value": gate_number(check.get("value")),
+        "production": gate_number(check.get("production_value")),
+        "passed": "yes" if check.get("passed") is True else "NO",
+    }
+
+
+def check_text(check: Mapping[str, Any], between: str = " ") -> str:
+    """``accuracy 0.43, required >= 0.9`` (``between`` the name and the value): one gate check in words."""
+    cells = check_cells(check)
+    return f"{cells['name']}{between}{cells['value']}, required {cells['comparison']} {cells['threshold']}"
 
 
 def readiness(metadata: Mapping[str, Any], production: str | None = None) -> Readiness:

@@ -204,6 +204,16 @@ class Registry:
         """The version in production now, or None."""
         return (self.current() or {}).get("version")
 
+    def resolve_version(self, version: str | None) -> tuple[str, str]:
+        """``(version, its stage)``: ``version`` itself, or the newest testing version when it is
+        None (the default of every command that takes ``--version``)."""
+        if version:
+            return version, self.stage_of(version)  # VersionNotFound with the registry's own message
+        versions = self.versions("testing")
+        if not versions:
+            raise VersionNotFound(f"the registry at {self.uri} has no testing version: run `make train` first")
+        return versions[-1], "testing"
+
     def newest_tested(self) -> str | None:
         """The newest testing version whose newest acceptance-test run passed."""
         found = self.newest_tested_metadata()

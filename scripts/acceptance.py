@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from api.process import ApiProcessError
+from core.cli import registry_option
 from core.config import ConfigError, describe, load_params
 from notify.outcome import record_outcome
 from pipelines.acceptance import run_acceptance
@@ -17,7 +18,7 @@ from storage import StorageError
 
 @click.command()
 @click.option("--version", "version", help="Registry version to test (default: newest testing version).")
-@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@registry_option
 @click.option("--dataset", "dataset_uri", help="Dataset root for the test images (default: DATASET_URI).")
 @click.option("--api-url", envvar="API_URL", help="Test the API already serving VERSION here (a sidecar on "
               "GKE) instead of starting one. [env API_URL]")
@@ -38,11 +39,7 @@ def main(version, registry_uri, dataset_uri, api_url, run_dir, outcome_file):
         params = load_params({"registry_uri": registry_uri, "dataset_uri": dataset_uri})
         click.echo(describe(params, "unittest", ("registry_uri", "dataset_uri", "acceptance")))
         registry = Registry(params["registry_uri"])
-        if not version:
-            versions = registry.versions("testing")
-            if not versions:
-                raise RegistryError("the registry has no testing version: run `make train` first")
-            version = versions[-1]
+        version, _ = registry.resolve_version(version)
         run = run_acceptance(params, version, run_dir, api_url)
     except (ConfigError, StorageError, RegistryError, ApiProcessError) as exc:
         raise click.ClickException(str(exc)) from exc

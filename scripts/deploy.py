@@ -7,19 +7,12 @@ from pathlib import Path
 import click
 
 from api.process import ApiProcessError, log_tail, readiness, stop_pid
-from core.config import ConfigError, load_params
+from core.cli import params_or_exit
 from pipelines.deploy import DeployRefused, api_url, run_files, running_pid, start_api
 from storage import StorageError
 
 run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=".run",
                               show_default=True, help="Where the pid and log files live.")
-
-
-def _params() -> dict:
-    try:
-        return load_params()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -38,7 +31,7 @@ def start(run_dir):
     Example: python -m scripts.deploy start
     """
     try:
-        start_api(_params(), run_dir)
+        start_api(params_or_exit(), run_dir)
     except (ApiProcessError, DeployRefused, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -48,7 +41,7 @@ def start(run_dir):
 def stop(run_dir):
     """Stop the background API started by `make promote`."""
     pid_file, _, port_file = run_files(run_dir)
-    pid = running_pid(run_dir, _params()["api"]["host"])
+    pid = running_pid(run_dir, params_or_exit()["api"]["host"])
     if pid is not None:
         stop_pid(pid)
     pid_file.unlink(missing_ok=True)
@@ -63,7 +56,7 @@ def stop(run_dir):
 @run_dir_option
 def status(run_dir):
     """Say whether the background API runs and which version it serves."""
-    params = _params()
+    params = params_or_exit()
     pid = running_pid(run_dir, params["api"]["host"])
     if pid is None:
         click.echo("the API is not running")

@@ -6,9 +6,9 @@ from email.utils import getaddresses
 
 import click
 
-from core.config import ConfigError, describe, load_params
+from core.cli import params_or_exit, registry_option
+from core.config import describe
 from notify.mail import DeliveryError, build_message, deliver, summary
-from notify.report import resolve_version
 from registry.store import Registry, RegistryError
 from storage import StorageError
 
@@ -25,7 +25,7 @@ def _check_addresses(value: str, role: str, option: str, variable: str) -> None:
 
 @click.command()
 @click.option("--version", "version", help="Registry version to report (default: the newest in testing).")
-@click.option("--registry", "registry_uri", help="Registry URI (default: REGISTRY_URI, else params.yaml).")
+@registry_option
 @click.option("--to", "recipient", help="Recipient, e.g. the product owner (default: NOTIFY_TO, else params.yaml).")
 @click.option("--from", "sender", help="Sender address (default: NOTIFY_FROM, else params.yaml).")
 @click.option("--tested-as", type=click.Choice(["production", "testing"]),
@@ -40,17 +40,14 @@ def main(version: str | None, registry_uri: str | None, recipient: str | None, s
     \b
     Example: python -m scripts.notify --version v0001-20261127T143000Z --to owner@example.com
     """
-    try:
-        params = load_params({"registry_uri": registry_uri, "notify.to": recipient, "notify.from": sender})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({"registry_uri": registry_uri, "notify.to": recipient, "notify.from": sender})
     click.echo(describe(params, "notify", ("registry_uri", "outbox_dir", "smtp", "notify")), err=True)
     recipient, sender = params["notify"]["to"], params["notify"]["from"]
     _check_addresses(recipient, "recipient", "--to", "NOTIFY_TO")
     _check_addresses(sender, "sender", "--from", "NOTIFY_FROM")
     try:
         registry = Registry(params["registry_uri"])
-        version, stage = resolve_version(registry, version)
+        version, stage = registry.resolve_version(version)
         metadata = registry.metadata(version, stage)
         production = registry.production_version()
         message = build_message(metadata, registry, sender, recipient, tested_as, production, stage)

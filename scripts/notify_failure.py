@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from cluster.notify_failure import build_message, parse_task
-from core.config import ConfigError, describe, load_params
+from core.cli import params_or_exit
+from core.config import describe
 from notify.mail import DeliveryError, deliver
 
 
@@ -23,10 +24,7 @@ def main(pipeline, run_name, namespace, commit, tasks):
 
     Example: python -m scripts.notify_failure --pipeline training --run training-x7k2p --task clone=Succeeded --task validate-data=Failed
     """
-    try:
-        params = load_params()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit()
     click.echo(describe(params, "notify-failure", ("outbox_dir", "smtp", "notify")), err=True)
     message = build_message(pipeline, run_name, namespace, commit, tasks,
                             params["notify"]["from"], params["notify"]["to"])

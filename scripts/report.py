@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from core.config import ConfigError, describe, load_params
-from notify.report import data_uri, render_html, render_text, report_images, resolve_version
+from core.cli import params_or_exit, registry_option
+from core.config import describe
+from notify.report import data_uri, render_html, render_text, report_images
 from registry.store import Registry, RegistryError
 from storage import StorageError
 
 
 @click.command()
 @click.option("--version", "version", help="Registry version (default: the newest in testing).")
-@click.option("--registry", "registry_uri", help="Registry URI (default: REGISTRY_URI, else params.yaml).")
+@registry_option
 @click.option("--format", "output_format", type=click.Choice(["html", "text"]), default="text",
               show_default=True, help="Report format.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -28,14 +29,11 @@ def main(version: str | None, registry_uri: str | None, output_format: str, out_
     Example:
       python -m scripts.report --version v0001-20261127T143000Z --format html --out report.html
     """
-    try:
-        params = load_params({"registry_uri": registry_uri})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({"registry_uri": registry_uri})
     click.echo(describe(params, "report", ("registry_uri",)), err=True)
     try:
         registry = Registry(params["registry_uri"])
-        version, stage = resolve_version(registry, version)
+        version, stage = registry.resolve_version(version)
         metadata = registry.metadata(version, stage)
         production = registry.production_version()
         if output_format == "html":

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from core.config import ConfigError, describe, load_params
+from core.cli import params_or_exit
+from core.config import describe
 from model.data_push import push_dataset
 from model.dataset import DatasetError
 from model.sample_data import (
@@ -41,15 +42,12 @@ def main(dataset_uri, images_per_class, image_size, seed, extra, if_missing):
     """
     if extra and seed is None:
         raise click.ClickException("--extra needs --seed (make data EXTRA=N SEED=S): the seed of the new images")
-    try:
-        params = load_params({
-            "dataset_uri": dataset_uri,
-            "sample_data.images_per_class": images_per_class,
-            "sample_data.image_size": image_size,
-            "sample_data.seed": None if extra else seed,
-        })
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({
+        "dataset_uri": dataset_uri,
+        "sample_data.images_per_class": images_per_class,
+        "sample_data.image_size": image_size,
+        "sample_data.seed": None if extra else seed,
+    })
     click.echo(describe(params, "data", ("dataset_uri", "classes", "sample_data")))
     uri, settings, root = params["dataset_uri"], dataset_settings(params), local_folder(params)
     try:

@@ -87,3 +87,13 @@ def test_model_train_help_does_not_import_tensorflow():
     assert "click" in imported, "no import times reported"
     heavy = sorted(name for name in imported if name.split(".")[0] in HEAVY_MODULES)
     assert heavy == []
+
+
+def test_every_registry_option_is_the_shared_one(answers):
+    """core/cli.py declares ``--registry`` once: every command that takes it reads the same."""
+    shared = "--registry TEXT Registry URI (default: REGISTRY_URI, else params.yaml)."
+    taking = {invocation for invocation, result in answers.items() if "--registry TEXT" in result.stdout}
+    assert {("model.train",), ("api.serve",), ("scripts.report",), ("scripts.notify",), ("scripts.acceptance",),
+            ("registry", "list"), ("registry", "gc")} <= taking
+    for invocation in taking:
+        assert shared in " ".join(answers[invocation].stdout.split()), invocation

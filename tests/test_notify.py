@@ -18,7 +18,8 @@ from helpers import clean_env, config_variables, free_port, run_module
 from PIL import Image
 
 from core.config import load_params
-from notify.mail import DeliveryError, build_message, deliver, outcome_message, write_outbox
+from notify.mail import DeliveryError, build_message, deliver, write_outbox
+from notify.outcome import outcome_message
 from registry.store import Registry
 from scripts.notify import main
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from html import escape
 from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from notify.report import readiness, render_html, render_text
+from model.gate import failure_message
+from notify.report import build_report, readiness, render_html, render_text
 from registry.store import Registry
 from scripts.report import main
 
@@ -192,3 +194,23 @@ def test_cli_unknown_version_is_one_clear_line(tmp_path):
     assert result.exit_code == 1
     expected = f"Error: version '{VERSION}' is not in the registry at {tmp_path / 'empty'}"
     assert result.stderr.splitlines()[-1] == expected
+
+
+def test_text_and_html_show_the_same_sections_from_one_report():
+    metadata = sample_metadata()
+    titles = [section.title for section in build_report(metadata).sections]
+    assert len(titles) >= 10
+    text, html = render_text(metadata), render_html(metadata)
+    for title in titles:
+        assert f"\n{title}\n" in text
+        assert f">{escape(title)}</h2>" in html
+
+
+def test_a_gate_check_reads_the_same_in_the_report_and_the_refusal():
+    metadata = sample_metadata(gate_passed=False)
+    metadata["gate"]["checks"][0]["value"] = 0.8533333
+    refusal = failure_message(metadata["gate"])
+    assert refusal == "quality gate failed: accuracy = 0.853333, required >= 0.9"
+    accuracy_row = next(line for line in render_text(metadata).splitlines() if line.strip().startswith("accuracy "))
+    assert accuracy_row.split() == ["accuracy", ">=", "0.9", "0.853333", "NO"]
+    assert "accuracy 0.853333, required >= 0.9" in readiness(metadata).next_step
