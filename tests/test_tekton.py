@@ -526,3 +526,19 @@ def test_the_retraining_pipeline_is_the_training_pipeline_with_retrain_for_train
     retraining = yaml.safe_dump(without_descriptions(pipelines["retraining"]))
     training = yaml.safe_dump(without_descriptions(pipelines["training"]))
     assert retraining.replace("retrain", "train") == training
+
+
+@pytest.mark.parametrize("task_name,target", [("promote", "promote"), ("acceptance-test", "unittest"),
+                                              ("notify", "notify")])
+def test_a_version_parameter_reaches_make_as_data_never_as_make_code(rendered, tmp_path, task_name, target):
+    """GNU make expands $(...) in a variable given on its command line (`make promote VERSION=...`),
+    so a PipelineRun's parameter '$(shell ...)' would run there; from the environment it stays text.
+    The Task's own script runs with the real make against a Makefile that exports VERSION as ours does."""
+    (tmp_path / "Makefile").write_text(f"export VERSION\n{target}:\n\t@printf '%s\\n' \"$$VERSION\"\n")
+    planted = tmp_path / "planted"
+    version = f"$(shell touch {planted})v0001-x"
+    script = of_kind(rendered, "Task")[task_name]["spec"]["steps"][-1]["script"]
+    env = clean_env(MODEL_VERSION=version)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert not planted.exists(), f"{task_name}: the parameter ran as make code"
+    assert result.returncode == 0 and result.stdout.strip() == version, result.stderr
