@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -122,7 +123,13 @@ def test_the_latency_from_arrival_includes_the_wait_for_a_worker(registry, produ
         assert held.wait(TIMEOUT_S)
         waiting = threading.Thread(target=api.get, args=("/healthz",))
         waiting.start()
-        threading.Event().wait(0.5)  # /healthz is read and queued, the only worker is busy
+        # Wait until waitress has read /healthz and queued it for the only worker, which is busy (a
+        # fixed sleep alone is not enough on a loaded machine), then hold it there for 0.5 s.
+        queue, deadline = api.server.server.task_dispatcher.queue, time.monotonic() + TIMEOUT_S
+        while not queue and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert queue, "/healthz never reached waitress's queue"
+        threading.Event().wait(0.5)
         release.set()
         holder.join(TIMEOUT_S)
         waiting.join(TIMEOUT_S)
