@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import click
 
-from core.config import REPO_ROOT, ConfigError, describe, load_params
+from core.cli import params_or_exit, registry_option
+from core.config import REPO_ROOT, describe
 from monitoring.run import MonitorError, api_urls, monitor_once, summary_lines
 from notify.mail import OUTCOME_HEADER, SUBJECT_PREFIX, DeliveryError, deliver, new_message
 
@@ -36,7 +37,7 @@ def email_sender(params: dict, failures: list[str]):
 @click.option("--api-url", "urls", multiple=True, envvar="API_URL",
               help="Base URL of an API replica; repeat (or separate by spaces/commas) for several, whose "
                    "statistics are added up. [env API_URL; default: monitor.api_urls, else the local API]")
-@click.option("--registry", "registry_uri", help="Registry URI (default: REGISTRY_URI, else params.yaml).")
+@registry_option
 @click.option("--report-dir", help="Where report.json and report.png go (default: monitor.report_dir).")
 @click.option("--trigger-retraining/--no-trigger-retraining", default=None,
               help="Start retraining once per alarm (default: monitor.trigger_retraining).")
@@ -51,11 +52,8 @@ def main(urls, registry_uri, report_dir, trigger_retraining):
     \b
     Example: API_URL=http://127.0.0.1:8080 python -m scripts.monitor --report-dir .run/monitor
     """
-    try:
-        params = load_params({"registry_uri": registry_uri, "monitor.report_dir": report_dir,
-                              "monitor.trigger_retraining": trigger_retraining})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    params = params_or_exit({"registry_uri": registry_uri, "monitor.report_dir": report_dir,
+                             "monitor.trigger_retraining": trigger_retraining})
     click.echo(describe(params, "monitor", ("registry_uri", "monitor", "notify")), err=True)
     failures: list[str] = []
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from core.config import ConfigError, load_params
+from core.cli import params_or_exit, registry_option
 from registry.dataset_runs import dataset_status
 from registry.store import Registry, RegistryError
 from storage import StorageError, open_storage
@@ -18,18 +18,18 @@ from storage import StorageError, open_storage
 
 @click.command()
 @click.option("--dataset", "dataset_uri", help="Dataset root (default: DATASET_URI / params.yaml).")
-@click.option("--registry", "registry_uri", help="Registry root (default: REGISTRY_URI / params.yaml).")
+@registry_option
 def main(dataset_uri, registry_uri):
     """Show production, the dataset version and the run that read it; exit 1 when no run did.
 
     Example: DATASET_URI=gs://bucket/datasets/x REGISTRY_URI=gs://bucket/registry python -m scripts.status
     """
+    params = params_or_exit({"dataset_uri": dataset_uri, "registry_uri": registry_uri})
     try:
-        params = load_params({"dataset_uri": dataset_uri, "registry_uri": registry_uri})
         registry = Registry(params["registry_uri"])
         current = registry.current()
         status = dataset_status(registry, open_storage(params["dataset_uri"]))
-    except (ConfigError, RegistryError, StorageError) as exc:
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"production: {current['version'] if current else 'none'}")
     version, consumed = status["dataset_version"], status["consumed_by"]

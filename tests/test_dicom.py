@@ -28,7 +28,8 @@ from model.validation import validate_dataset
 
 
 def gray(data: bytes, **limits) -> np.ndarray:
-    return np.asarray(open_image(data, **limits))
+    """The decoded pixels; these tests build narrow images (4 columns), under api.min_side."""
+    return np.asarray(open_image(data, **{"min_side": 1, **limits}))
 
 
 def ramp(low: int, high: int, dtype=np.uint16, shape=(48, 64)) -> np.ndarray:
