@@ -29,10 +29,13 @@ OK, INVALID_ARGUMENT, UNAUTHENTICATED = 0, 3, 16  # google.rpc.Code, as Triggers
 
 
 class PushVerifier:
-    """Decides whether a request's headers carry a valid push token of ``email`` for ``audience``."""
+    """Decides whether a request's headers carry a valid token of ``email`` (the push subscription's
+    account) or of one of ``also`` (the monitor's account, which starts retraining on an alarm) for
+    ``audience``."""
 
-    def __init__(self, audience: str, email: str, certs_url: str = GOOGLE_CERTS_URL):
+    def __init__(self, audience: str, email: str, certs_url: str = GOOGLE_CERTS_URL, also: tuple[str, ...] = ()):
         self.audience, self.email, self.certs_url = audience, email, certs_url
+        self.accounts = (email, *(account for account in also if account))
         self.request = google.auth.transport.requests.Request()
 
     def check(self, headers: Mapping[str, Any]) -> tuple[bool, str]:
@@ -48,9 +51,9 @@ class PushVerifier:
             return False, f"token refused: {str(exc).splitlines()[0][:200]}"
         if claims.get("iss") not in GOOGLE_ISSUERS:
             return False, f"token issued by {claims.get('iss')!r}, not Google"
-        if claims.get("email") != self.email or claims.get("email_verified") is not True:
+        if claims.get("email") not in self.accounts or claims.get("email_verified") is not True:
             return False, f"token of {claims.get('email')!r}, not of the push account {self.email}"
-        return True, f"push signed by {self.email}"
+        return True, f"push signed by {claims['email']}"
 
 
 def answer(allowed: bool, message: str, code: int | None = None) -> dict:
@@ -100,9 +103,10 @@ def make_handler(verifier: PushVerifier):
     return Handler
 
 
-def serve(host: str, port: int, audience: str, email: str, certs_url: str = GOOGLE_CERTS_URL) -> None:
+def serve(host: str, port: int, audience: str, email: str, certs_url: str = GOOGLE_CERTS_URL,
+          also: tuple[str, ...] = ()) -> None:
     """Answer interceptor requests on ``host:port`` until interrupted."""
-    server = ThreadingHTTPServer((host, port), make_handler(PushVerifier(audience, email, certs_url)))
+    server = ThreadingHTTPServer((host, port), make_handler(PushVerifier(audience, email, certs_url, also)))
     sys.stderr.write(f"checking Pub/Sub pushes of {email} for audience {audience} on {host}:{port}\n")
     try:
         server.serve_forever()

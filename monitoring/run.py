@@ -19,9 +19,12 @@ import socket
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import google.auth.exceptions
+import google.auth.transport.requests
 import requests
+from google.oauth2 import id_token
 
 from monitoring.alarm import AlarmState
 from monitoring.drift import verdict as drift_verdict
@@ -107,25 +110,40 @@ def dataset_manifest_object(dataset_uri: str) -> str:
     return f"{path.strip('/')}/manifest.json" if path.strip("/") else "manifest.json"
 
 
+def trigger_token(monitor: Mapping) -> str:
+    """The bearer token of a retraining request: ``monitor.trigger_token``, else this machine's Google
+    OIDC token for the trigger's audience (on GKE, the pod's Workload Identity account)."""
+    if monitor["trigger_token"]:
+        return monitor["trigger_token"]
+    audience = monitor["trigger_audience"] or monitor["trigger_url"]
+    try:
+        return id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
+    except (google.auth.exceptions.GoogleAuthError, ValueError) as exc:
+        raise MonitorError(f"no OIDC token for the retraining trigger (audience {audience}): "
+                           f"{str(exc).splitlines()[0][:200]}; set MONITOR_TRIGGER_TOKEN or run with "
+                           "Workload Identity") from exc
+
+
 def trigger_request(params: Mapping) -> tuple[str, dict]:
-    """The URL (with the push token) and the body of a retraining request to the dataset trigger:
-    the shape of GCS's notification that the dataset's manifest.json was written."""
+    """The URL and the body of a retraining request to the dataset trigger: the shape of GCS's
+    notification that the dataset's manifest.json was written."""
     monitor = params["monitor"]
     manifest = dataset_manifest_object(params["dataset_uri"])
     body = {"message": {"attributes": {"eventType": "OBJECT_FINALIZE", "objectId": manifest,
                                        "datasetManifest": manifest, "cause": "monitor-drift"},
                         "messageId": f"monitor-{utc_now()}"}}
-    return f"{monitor['trigger_url'].rstrip('/')}/?{urlencode({'token': monitor['trigger_token']})}", body
+    return f"{monitor['trigger_url'].rstrip('/')}/", body
 
 
 def start_retraining(params: Mapping, report_dir: Path, cwd: str | Path | None) -> str:
     """Start retraining and return how: the EventListener's dataset trigger (``monitor.trigger_url``,
-    authenticated by its token, as Pub/Sub does), else ``monitor.retrain_command`` in the background."""
+    authenticated by an OIDC bearer token, as Pub/Sub's pushes are), else ``monitor.retrain_command`` in the background."""
     monitor = params["monitor"]
     if monitor["trigger_url"]:
         url, body = trigger_request(params)
         try:
-            response = requests.post(url, json=body, timeout=TRIGGER_TIMEOUT_S)
+            response = requests.post(url, json=body, timeout=TRIGGER_TIMEOUT_S,
+                                     headers={"Authorization": f"Bearer {trigger_token(monitor)}"})
         except requests.RequestException as exc:
             raise MonitorError(f"cannot reach the retraining trigger {monitor['trigger_url']}: "
                                f"{type(exc).__name__}") from exc

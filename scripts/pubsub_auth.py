@@ -14,14 +14,17 @@ from cluster.pubsub_auth import GOOGLE_CERTS_URL, serve
               help="The audience the subscription puts in its tokens (--push-auth-token-audience). [env PUBSUB_AUDIENCE]")
 @click.option("--email", envvar="PUBSUB_PUSH_GSA", required=True,
               help="The push subscription's service account. [env PUBSUB_PUSH_GSA]")
+@click.option("--also-accept", envvar="MONITOR_GSA", default="",
+              help="Another account whose tokens may start retraining: the monitor's (make monitor on an "
+                   "alarm). [env MONITOR_GSA]")
 @click.option("--certs-url", default=GOOGLE_CERTS_URL, show_default=True,
               help="Where Google publishes the certificates of its token signing keys.")
-def main(host, port, audience, email, certs_url):
+def main(host, port, audience, email, also_accept, certs_url):
     """Serve the interceptor that lets only pushes signed by the subscription's account through.
 
     Example: python -m scripts.pubsub_auth --audience xray-mlops-dataset --email push@p.iam.gserviceaccount.com
     """
-    serve(host, port, audience, email, certs_url)
+    serve(host, port, audience, email, certs_url, (also_accept,))
 
 
 if __name__ == "__main__":

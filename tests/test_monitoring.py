@@ -351,18 +351,20 @@ def test_a_new_production_model_starts_new_statistics(serve, registry):
 
 def test_on_gke_the_alarm_starts_retraining_through_the_authenticated_dataset_trigger(tmp_path):
     """The request `make monitor` posts is received over HTTP, then routed by the EventListener's
-    own CEL filters (scripts/route.py): the right token starts retraining, another starts nothing."""
+    own CEL filters (cluster/route.py): with its bearer token it starts retraining, without one nothing.
+    (The token's signature and account are the interceptor's, tested in tests/test_pubsub_auth.py.)"""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from cluster.route import github_push_request, route
+    from cluster.route import pubsub_push_request, route
     from monitoring.run import start_retraining
 
     received = []
 
     class Listener(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
-            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, self.headers.get("Authorization"), body))
             self.send_response(202)
             self.end_headers()
 
@@ -378,11 +380,22 @@ def test_on_gke_the_alarm_starts_retraining_through_the_authenticated_dataset_tr
         assert "dataset trigger" in start_retraining(params, tmp_path, cwd=None)
     finally:
         server.shutdown()
-    (path, body), = received
+    (path, authorization, body), = received
+    assert path == "/" and authorization == "Bearer s3cret"  # the token never in the URL
     assert body["message"]["attributes"]["objectId"] == "datasets/covid19-radiography/manifest.json"
-    request = github_push_request(body, url=path)
-    assert route(request, secrets={("xray-mlops-pubsub-push", "token"): "s3cret"}) == "retraining"
-    assert route(request, secrets={("xray-mlops-pubsub-push", "token"): "other"}) == "none"
+    assert route(pubsub_push_request(body, token=authorization.removeprefix("Bearer "))) == "retraining"
+    assert route(pubsub_push_request(body, token=None)) == "none"
+
+
+def test_without_a_token_or_workload_identity_the_trigger_says_so(tmp_path, monkeypatch):
+    from monitoring.run import MonitorError, start_retraining
+
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # no metadata server: no Workload Identity
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    params = load_params(environ={"MONITOR_TRIGGER_URL": "http://127.0.0.1:9",
+                                  "DATASET_URI": "gs://bucket/datasets/covid19-radiography"})
+    with pytest.raises(MonitorError, match="no OIDC token for the retraining trigger"):
+        start_retraining(params, tmp_path, cwd=None)
 
 
 def test_the_monitor_cronjob_reads_every_api_pod_and_triggers_with_the_push_token():
@@ -399,7 +412,9 @@ def test_the_monitor_cronjob_reads_every_api_pod_and_triggers_with_the_push_toke
     api = yaml.safe_load_all((REPO_ROOT / "tekton" / "deploy" / "xray-api.yaml").read_text())
     deployment = next(d for d in api if d and d["kind"] == "Deployment")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert env["MONITOR_TRIGGER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "xray-mlops-pubsub-push", "key": "token"}
+    assert "MONITOR_TRIGGER_TOKEN" not in env  # its own OIDC token, accepted by the trigger's interceptor
+    assert env["MONITOR_TRIGGER_AUDIENCE"]["valueFrom"]["configMapKeyRef"]["key"] == "PUBSUB_AUDIENCE"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "xray-pipeline"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
 
 

@@ -26,6 +26,7 @@ from helpers import REPO_ROOT, clean_env, free_port
 
 AUDIENCE = "xray-mlops-dataset"
 PUSH_ACCOUNT = "xray-pubsub-push@my-xray-project.iam.gserviceaccount.com"
+MONITOR_ACCOUNT = "xray-pipeline@my-xray-project.iam.gserviceaccount.com"
 
 
 def key_and_certificate():
@@ -64,7 +65,7 @@ def signer():
 def start_interceptor(certs_url: str):
     """``python -m scripts.pubsub_auth`` on a loopback port; returns its URL and process."""
     port = free_port()
-    env = clean_env(PUBSUB_AUDIENCE=AUDIENCE, PUBSUB_PUSH_GSA=PUSH_ACCOUNT)
+    env = clean_env(PUBSUB_AUDIENCE=AUDIENCE, PUBSUB_PUSH_GSA=PUSH_ACCOUNT, MONITOR_GSA=MONITOR_ACCOUNT)
     process = subprocess.Popen([sys.executable, "-m", "scripts.pubsub_auth", "--host", "127.0.0.1", "--port", str(port),
                                 "--certs-url", certs_url], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -106,6 +107,11 @@ def intercept(url: str, header: dict) -> dict:
 def test_a_push_signed_for_the_subscription_continues(interceptor, signer):
     response = intercept(interceptor[0], {"Authorization": [f"Bearer {token(signer[0])}"]})
     assert response == {"continue": True, "status": {"code": 0, "message": f"push signed by {PUSH_ACCOUNT}"}}
+
+
+def test_a_token_of_the_monitors_account_starts_retraining_too(interceptor, signer):
+    response = intercept(interceptor[0], {"Authorization": [f"Bearer {token(signer[0], email=MONITOR_ACCOUNT)}"]})
+    assert response == {"continue": True, "status": {"code": 0, "message": f"push signed by {MONITOR_ACCOUNT}"}}
 
 
 @pytest.mark.parametrize("changes, why", [
