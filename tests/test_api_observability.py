@@ -140,7 +140,7 @@ def test_the_latency_from_arrival_includes_the_wait_for_a_worker(registry, produ
     assert metric(text, "xray_api_request_latency_seconds_count", route="/healthz") == 1
     service = metric(text, "xray_api_request_duration_seconds_sum", route="/healthz")
     from_arrival = metric(text, "xray_api_request_latency_seconds_sum", route="/healthz")
-    assert from_arrival >= 0.5 > service
+    assert from_arrival >= 0.45 > service  # held 0.5 s in the queue; a margin for timer granularity
 
 
 def test_metrics_name_the_served_model_and_count_reloads(serve, registry):
