@@ -95,3 +95,19 @@ def trained_copy(trained, tmp_path) -> dict:
     env = dict(trained["env"], DATASET_URI=str(tmp_path / "data"), REGISTRY_URI=str(tmp_path / "registry"),
                OUTBOX_DIR=str(tmp_path / "outbox"), CACHE_DIR=str(tmp_path / "cache"), API_PORT=str(free_port()))
     return {"root": tmp_path, "env": env, "version": trained["version"], "run_dir": f"RUN_DIR={tmp_path / 'run'}"}
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    """The kubectl stand-in (tests/fixtures/fake_kubectl.py) for in-process calls: ``cluster(state)``
+    installs it with that Deployment and pods and returns a function reading its state back."""
+    import json
+
+    from fixtures.fake_kubectl import install
+
+    def start(state: dict):
+        state_file, env = install(tmp_path, state, {})
+        for name in ("KUBECTL", "FAKE_KUBECTL_STATE"):
+            monkeypatch.setenv(name, env[name])
+        return lambda: json.loads(state_file.read_text())
+    return start

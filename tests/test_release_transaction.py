@@ -137,16 +137,6 @@ def test_a_deployment_kubectl_cannot_describe_fails_the_deploy_and_moves_the_poi
     assert "patches" not in state()
 
 
-@pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    """The kubectl stand-in for in-process calls; returns a function reading its state."""
-    def start(state: dict):
-        state_file, env = install(tmp_path, state, {})
-        for name in ("KUBECTL", "FAKE_KUBECTL_STATE"):
-            monkeypatch.setenv(name, env[name])
-        return lambda: json.loads(state_file.read_text())
-    return start
-
 
 def gke_params(registry_uri: str) -> dict:
     from core.config import load_params

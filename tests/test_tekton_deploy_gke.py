@@ -6,7 +6,6 @@ cluster would and records the calls, so the tests pin down what is asked of the 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -37,16 +36,6 @@ def register(registry_uri: str, images: dict | None) -> str:
     metadata = {"kind": "train", "classes": ["COVID", "Normal"], **({"images": images} if images else {})}
     return Registry(registry_uri).register({"model.onnx": b"onnx"}, metadata)
 
-
-@pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    """Install the kubectl stand-in for in-process calls; returns a function reading its state."""
-    def start(state: dict):
-        state_file, env = install(tmp_path, state, {})
-        for name in ("KUBECTL", "FAKE_KUBECTL_STATE"):
-            monkeypatch.setenv(name, env[name])
-        return lambda: json.loads(state_file.read_text())
-    return start
 
 
 def params(registry_uri: str) -> dict:
