@@ -110,6 +110,7 @@ def alarm_text(report: Mapping, retraining: str) -> str:
         "",
         f"Window: {window['started_at']} to {window['until']}: {verdict['images']} images on "
         f"{report['replicas']} replica(s) of the API ({', '.join(report['urls'])}).",
+        *[f"Not counted (did not answer): {item}." for item in report.get("unanswered", [])],
         "",
         "Statistics over their thresholds (live vs the training reference):",
     ]

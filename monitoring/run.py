@@ -85,20 +85,28 @@ def fetch(url: str) -> dict:
     return snapshot
 
 
-def collect(urls: list[str], production: str) -> tuple[dict, list[str], list[str]]:
-    """The production version's statistics of every URL, merged; the URLs used and those skipped."""
-    used, skipped, snapshots = [], [], []
+def collect(urls: list[str], production: str) -> tuple[dict, list[str], list[str], list[str]]:
+    """The production version's statistics of every URL that answers, merged; the URLs used, those
+    skipped (serving another version: a rollout) and those that did not answer (a pod restarting, a
+    node gone). One replica that does not answer does not stop the run: the others' statistics are
+    a sample of the same traffic (the Service balances it), and the report names what is missing.
+    MonitorError when no replica of the production version answers."""
+    used, skipped, unanswered, snapshots = [], [], [], []
     for url in urls:
-        snapshot = fetch(url)
+        try:
+            snapshot = fetch(url)
+        except MonitorError as exc:
+            unanswered.append(str(exc))
+            continue
         if snapshot["version"] == production:
             snapshots.append(snapshot)
             used.append(url)
         else:
             skipped.append(f"{url} serves {snapshot['version']}, not production {production}")
     if not snapshots:
-        raise MonitorError(f"no API serves the production version {production}: " + "; ".join(skipped))
+        raise MonitorError(f"no API serves the production version {production}: " + "; ".join(skipped + unanswered))
     try:
-        return merge_snapshots(snapshots), used, skipped
+        return merge_snapshots(snapshots), used, skipped, unanswered
     except MergeError as exc:
         raise MonitorError(f"the replicas' statistics do not add up: {exc}") from exc
 
@@ -174,10 +182,10 @@ def monitor_once(params: Mapping, urls: list[str], send: Sender, cwd: str | Path
         raise MonitorError(str(exc)) from exc
     if settings["each_address"]:
         urls = [address for url in urls for address in every_address(url)]
-    snapshot, used, skipped = collect(urls, production)
+    snapshot, used, skipped, unanswered = collect(urls, production)
     live = Stats.from_json(snapshot["stats"])
     verdict = drift_verdict(live, reference, settings)
-    report = {"at": utc_now(), "version": production, "urls": used, "skipped": skipped,
+    report = {"at": utc_now(), "version": production, "urls": used, "skipped": skipped, "unanswered": unanswered,
               "replicas": snapshot["replicas"], "window": snapshot["window"], "verdict": verdict,
               "reference": REFERENCE_FILE if reference is not None else None,
               "thresholds": {key: settings[key] for key in ("min_images", "max_psi", "max_class_psi", "low_confidence",
@@ -226,6 +234,7 @@ def summary_lines(report: Mapping) -> list[str]:
     lines = [f"production {report['version']}: {verdict['status']} ({verdict['images']} images, "
              f"{report['replicas']} replica(s), window {report['window']['started_at']} to {report['window']['until']})"]
     lines += [f"  skipped {item}" for item in report["skipped"]]
+    lines += [f"  not counted: {item}" for item in report["unanswered"]]
     if verdict["status"] == "insufficient":
         lines.append(f"  fewer than {verdict['min_images']} images: no verdict yet")
     for entry in verdict["checks"]:

@@ -297,6 +297,23 @@ def test_two_processes_statistics_merge_to_those_of_one_that_saw_every_request(s
     assert merged["window"]["started_at"] == min(s["window"]["started_at"] for s in snapshots)
 
 
+def test_a_replica_that_does_not_answer_is_named_and_the_others_are_still_compared(start, production, tmp_path):
+    from monitoring.run import MonitorError, summary_lines
+
+    api = start()
+    send(api, [encode(image) for image in radiographs()])
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: a pod that went away
+    params = settings(production, tmp_path)
+    report = monitor_once(params, [gone, api.url], email_sender(params, []))
+    assert report["urls"] == [api.url] and report["replicas"] == 1
+    assert report["verdict"]["status"] == "ok" and report["verdict"]["images"] == STREAM
+    [unanswered] = report["unanswered"]
+    assert unanswered.startswith(f"cannot read {gone}/monitoring")
+    assert f"  not counted: {unanswered}" in summary_lines(report)
+    with pytest.raises(MonitorError, match=f"no API serves the production version.*cannot read {gone}"):
+        monitor_once(params, [gone], email_sender(params, []))
+
+
 def _ready(requests, url) -> bool:
     try:
         return requests.get(f"{url}/readyz", timeout=2).status_code == 200
