@@ -5,7 +5,10 @@ API reloads the production model by itself; the rollout makes the cluster run th
 the version passed its acceptance tests with (its ``images.api``), records the version on the
 pod template (so ``kubectl rollout history`` tells which version each revision served), scales
 the Deployment from 0 to 1 on the first promotion, waits with ``kubectl rollout status`` and then
-asks every ready pod's ``/readyz`` which version it serves, until all serve VERSION.
+asks every ready pod's ``/readyz`` which version it serves, until all serve VERSION. Then the
+monitoring CronJob (tekton/deploy/xray-monitor.yaml) is pointed at the version's trainer image
+(``images.trainer``: the code that wrote its monitoring reference) and resumed, so `make monitor`
+follows production without a hand step; rollback takes the same path.
 
 Also the cluster side of other commands: :func:`kubectl` runs kubectl and raises
 :class:`KubectlError` with its message.
@@ -29,6 +32,8 @@ DEPLOYMENT = "xray-api"
 CONTAINER = "api"
 API_PORT = 8080
 VERSION_ANNOTATION = "xray-mlops.io/model-version"
+MONITOR_CRONJOB = "xray-monitor"
+MONITOR_CONTAINER = "monitor"
 POLL_INTERVAL_S = 2.0
 
 
@@ -64,10 +69,35 @@ def default_namespace() -> str:
     return os.environ.get("GKE_NAMESPACE") or DEFAULT_NAMESPACE
 
 
-def api_image_of(metadata: Mapping[str, Any]) -> str | None:
-    """The API image a version was built and accepted with (``images.api``), if training recorded one."""
+def image_of(metadata: Mapping[str, Any], kind: str) -> str | None:
+    """The image (``api`` or ``trainer``) a version was built and accepted with, if training recorded one."""
     images = metadata.get("images") or (metadata.get("params") or {}).get("images") or {}
-    return images.get("api") or None
+    return images.get(kind) or None
+
+
+def monitor_patch(version: str, image: str) -> dict:
+    """The strategic merge patch that points the monitoring CronJob at ``image`` and resumes it."""
+    template = {"metadata": {"annotations": {VERSION_ANNOTATION: version}},
+                "spec": {"containers": [{"name": MONITOR_CONTAINER, "image": image}]}}
+    return {"spec": {"suspend": False, "jobTemplate": {"spec": {"template": template}}}}
+
+
+def point_monitor(version: str, metadata: Mapping[str, Any], namespace: str) -> str:
+    """Point the monitoring CronJob at ``version``'s trainer image and resume it; a sentence saying
+    what was done. Not a reason to undo a promotion (the API serves the version): a failure is a
+    warning that gives the commands to run by hand."""
+    image = image_of(metadata, "trainer")
+    if not image:
+        return (f"monitoring: cronjob/{MONITOR_CRONJOB} left as it is: {version} records no images.trainer "
+                "(it was not trained by the Tekton pipeline)")
+    try:
+        kubectl("patch", "cronjob", MONITOR_CRONJOB, "--type", "strategic", "--patch",
+                json.dumps(monitor_patch(version, image)), namespace=namespace)
+    except KubectlError as exc:
+        return (f"WARNING: monitoring does not follow {version}: {exc}; run `kubectl --namespace {namespace} set image "
+                f"cronjob/{MONITOR_CRONJOB} {MONITOR_CONTAINER}={image}` and `kubectl --namespace {namespace} patch "
+                f"cronjob {MONITOR_CRONJOB} -p '{{\"spec\": {{\"suspend\": false}}}}'`")
+    return f"monitoring: cronjob/{MONITOR_CRONJOB} runs {image} for {version} (resumed)"
 
 
 def rollout_patch(version: str, image: str | None, scale_from_zero: bool) -> dict:
@@ -82,6 +112,14 @@ class PodAnswer:
     pod: str
     model_version: str | None
     detail: str
+
+
+@dataclass
+class Rollout:
+    """What a rollout did: the pods serving the version, and what became of the monitoring CronJob."""
+
+    answers: list[PodAnswer]
+    monitor: str
 
 
 def pod_selector(deployment_spec: dict) -> str:
@@ -128,8 +166,9 @@ def wait_until_served(version: str, namespace: str, deployment: str, selector: s
 
 
 def rollout(version: str, params: Mapping[str, Any], namespace: str | None = None,
-            deployment: str = DEPLOYMENT, timeout_s: float | None = None) -> list[PodAnswer]:
-    """Roll the API Deployment onto ``version`` (already production) and wait until its pods serve it.
+            deployment: str = DEPLOYMENT, timeout_s: float | None = None) -> Rollout:
+    """Roll the API Deployment onto ``version`` (already production), wait until its pods serve it,
+    then point the monitoring CronJob at it (:func:`point_monitor`).
 
     The template and replica count are saved first; if the rollout or the check fails (or anything
     else stops it, a signal included) they are put back, so the Deployment runs what it ran before;
@@ -139,7 +178,7 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
     namespace = namespace or default_namespace()
     timeout_s = float(timeout_s if timeout_s is not None else params["api"]["start_timeout_s"])
     try:
-        image = api_image_of(Registry(params["registry_uri"]).metadata(version))
+        metadata = Registry(params["registry_uri"]).metadata(version)
     except (StorageError, RegistryError) as exc:
         raise RolloutError(f"cannot read {version} from the registry: {exc}") from exc
     current = kubectl_json("get", "deployment", deployment, namespace=namespace)
@@ -147,7 +186,7 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
         selector = pod_selector(current)
     except (KeyError, TypeError, AttributeError) as exc:
         raise RolloutError(f"{deployment} has no spec.selector.matchLabels to find its pods by") from exc
-    patch = rollout_patch(version, image, scale_from_zero=not current["spec"].get("replicas"))
+    patch = rollout_patch(version, image_of(metadata, "api"), scale_from_zero=not current["spec"].get("replicas"))
     wait_s = rollout_wait_s(timeout_s, current)
     try:
         kubectl("patch", "deployment", deployment, "--type", "strategic", "--patch", json.dumps(patch),
@@ -157,7 +196,8 @@ def rollout(version: str, params: Mapping[str, Any], namespace: str | None = Non
                     namespace=namespace, timeout=wait_s + 30)
         except KubectlError as exc:
             raise RolloutError(f"{deployment} did not roll out onto {version}: {exc}") from exc
-        return wait_until_served(version, namespace, deployment, selector, timeout_s)
+        answers = wait_until_served(version, namespace, deployment, selector, timeout_s)
+        return Rollout(answers, point_monitor(version, metadata, namespace))
     except BaseException as exc:
         undone = restore_deployment(current, namespace, deployment)
         if isinstance(exc, (KubectlError, RolloutError)):

@@ -55,9 +55,10 @@ def deploy(params: dict, target: str, run_dir: Path, version: str) -> None:
     """Bring the API onto ``version``: the local background API, or the GKE Deployment."""
     if target == "gke":
         try:
-            rollout(version, params)
+            done = rollout(version, params)
         except (KubectlError, RolloutError) as exc:
             raise DeployFailed(str(exc)) from exc
+        click.echo(done.monitor)
         return
     try:
         start_api(params, run_dir, version)

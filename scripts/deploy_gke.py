@@ -18,15 +18,17 @@ def main(version, namespace, deployment, timeout_s):
     """Roll the API Deployment on GKE onto VERSION and wait until every pod serves it.
 
     VERSION must already be production (`make promote` moves the pointer first). Uses the
-    current kubectl context; the Deployment gets the API image VERSION was accepted with.
+    current kubectl context; the Deployment gets the API image VERSION was accepted with, and the
+    monitoring CronJob its trainer image.
 
     Example: python -m scripts.deploy_gke v0007-20261127T133000Z --namespace xray-mlops
     """
     try:
-        answers = rollout(version, load_params(), namespace=namespace, deployment=deployment, timeout_s=timeout_s)
+        done = rollout(version, load_params(), namespace=namespace, deployment=deployment, timeout_s=timeout_s)
     except (ConfigError, KubectlError, RolloutError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"{deployment}: {len(answers)} pod(s) serve {version}: {', '.join(a.pod for a in answers)}")
+    click.echo(f"{deployment}: {len(done.answers)} pod(s) serve {version}: {', '.join(a.pod for a in done.answers)}")
+    click.echo(done.monitor)
 
 
 if __name__ == "__main__":

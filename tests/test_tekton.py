@@ -20,6 +20,7 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, clean_env
 
+from cluster.deploy_gke import DEPLOYMENT, MONITOR_CRONJOB
 from cluster.route import LISTENER_FILE
 
 TEKTON = REPO_ROOT / "tekton"
@@ -362,7 +363,9 @@ def test_rbac_grants_no_more_than_each_identity_needs(rendered):
         ("tekton.dev", "pipelineruns", "create"), ("", "events", "create"), ("", "events", "patch")}
     promote = roles["xray-promote"]
     patchable = [rule for rule in promote["rules"] if "patch" in rule["verbs"]]
-    assert patchable == [{"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["xray-api"], "verbs": ["patch"]}]
+    assert patchable == [  # only what cluster/deploy_gke.py patches: the API and the monitoring CronJob
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [DEPLOYMENT], "verbs": ["patch"]},
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": [MONITOR_CRONJOB], "verbs": ["patch"]}]
     for binding in of_kind(rendered, "RoleBinding").values():
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": binding["roleRef"]["name"], "namespace": "xray-mlops"}]
 

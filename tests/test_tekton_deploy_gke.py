@@ -13,11 +13,20 @@ import pytest
 from fixtures.fake_kubectl import install
 from helpers import REPO_ROOT, clean_env
 
-from cluster.deploy_gke import VERSION_ANNOTATION, KubectlError, RolloutError, kubectl, rollout
+from cluster.deploy_gke import MONITOR_CRONJOB, VERSION_ANNOTATION, KubectlError, RolloutError, kubectl, rollout
 from core.config import load_params
 from registry.store import Registry
 
 API_IMAGE = "europe-west4-docker.pkg.dev/p/xray-mlops/api:3f2a9c1@sha256:" + "ab" * 32
+TRAINER_IMAGE = "europe-west4-docker.pkg.dev/p/xray-mlops/trainer:3f2a9c1@sha256:" + "cd" * 32
+
+
+def shipped_cronjob() -> dict:
+    """The monitoring CronJob as tekton/deploy/xray-monitor.yaml ships it (suspended, placeholder image)."""
+    import yaml
+
+    documents = yaml.safe_load_all((REPO_ROOT / "tekton" / "deploy" / "xray-monitor.yaml").read_text())
+    return next(d for d in documents if d["kind"] == "CronJob" and d["metadata"]["name"] == MONITOR_CRONJOB)
 
 
 def deployment(replicas: int) -> dict:
@@ -45,7 +54,7 @@ def params(registry_uri: str) -> dict:
 def test_first_promotion_sets_the_accepted_image_records_the_version_and_scales_from_zero(registry_uri, cluster):
     version = register(registry_uri, {"api": API_IMAGE, "trainer": "trainer@sha256:" + "cd" * 32})
     state = cluster({"deployment": deployment(0), "pods": {}, "serves_after_patch": version})
-    answers = rollout(version, params(registry_uri), namespace="xray-mlops", timeout_s=30)
+    answers = rollout(version, params(registry_uri), namespace="xray-mlops", timeout_s=30).answers
     assert [(a.pod, a.model_version) for a in answers] == [("xray-api-new-1", version)]
     recorded = state()
     assert recorded["patches"] == [{"spec": {"replicas": 1, "template": {
@@ -97,4 +106,45 @@ def test_the_command_rolls_out_and_names_the_pods(registry_uri, tmp_path):
     result = subprocess.run([sys.executable, "-m", "scripts.deploy_gke", version, "--timeout", "30"],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"xray-api: 1 pod(s) serve {version}: xray-api-new-1"
+    assert result.stdout.splitlines()[0] == f"xray-api: 1 pod(s) serve {version}: xray-api-new-1"
+    assert "records no images.trainer" in result.stdout.splitlines()[1]  # the monitoring CronJob is left alone
+
+
+def test_the_monitoring_cronjob_follows_production_onto_its_trainer_image_and_is_resumed(registry_uri, cluster):
+    first = register(registry_uri, {"api": API_IMAGE, "trainer": TRAINER_IMAGE})
+    second = register(registry_uri, {"api": API_IMAGE, "trainer": TRAINER_IMAGE.replace("cd", "ef")})
+    state = cluster({"deployment": deployment(0), "pods": {}, "serves_after_patch": first, "cronjob": shipped_cronjob()})
+    assert shipped_cronjob()["spec"]["suspend"] is True
+    done = rollout(first, params(registry_uri), namespace="xray-mlops", timeout_s=30)
+    assert done.monitor == f"monitoring: cronjob/{MONITOR_CRONJOB} runs {TRAINER_IMAGE} for {first} (resumed)"
+    cronjob = state()["cronjob"]
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    assert cronjob["spec"]["suspend"] is False
+    [container] = pod["spec"]["containers"]  # merged into the shipped container by name, not added beside it
+    assert container["image"] == TRAINER_IMAGE and container["command"] == ["make", "monitor"]
+    assert pod["metadata"]["annotations"][VERSION_ANNOTATION] == first
+    with_second = state()
+    with_second["serves_after_patch"] = second
+    cluster(with_second)
+    rollout(second, params(registry_uri), namespace="xray-mlops", timeout_s=30)  # a later promotion, or a rollback
+    [container] = state()["cronjob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == TRAINER_IMAGE.replace("cd", "ef")
+
+
+def test_a_version_without_a_trainer_image_leaves_the_monitoring_cronjob_as_it_is(registry_uri, cluster):
+    version = register(registry_uri, {"api": API_IMAGE})
+    state = cluster({"deployment": deployment(1), "pods": {}, "serves_after_patch": version, "cronjob": shipped_cronjob()})
+    done = rollout(version, params(registry_uri), namespace="xray-mlops", timeout_s=30)
+    assert "left as it is" in done.monitor and "records no images.trainer" in done.monitor
+    assert state()["cronjob"] == shipped_cronjob() and "cronjob_patches" not in state()
+
+
+def test_a_monitoring_cronjob_that_cannot_be_patched_is_a_warning_not_an_undone_promotion(registry_uri, cluster):
+    version = register(registry_uri, {"api": API_IMAGE, "trainer": TRAINER_IMAGE})
+    state = cluster({"deployment": deployment(1), "pods": {}, "serves_after_patch": version, "cronjob": shipped_cronjob(),
+                     "cronjob_error": 'Error from server (Forbidden): cronjobs.batch "xray-monitor" is forbidden'})
+    done = rollout(version, params(registry_uri), namespace="xray-mlops", timeout_s=30)
+    assert [a.model_version for a in done.answers] == [version]
+    assert done.monitor.startswith(f"WARNING: monitoring does not follow {version}") and "Forbidden" in done.monitor
+    assert f"cronjob/{MONITOR_CRONJOB} monitor={TRAINER_IMAGE}" in done.monitor  # the command to run by hand
+    assert len(state()["patches"]) == 1  # the Deployment was not restored
