@@ -9,14 +9,23 @@ From the pixels the network sees (float32 ``(S, S, 1)`` in [0, 1], core/preproce
   chest radiograph: dark lungs either side of a bright mediastinum);
 
 and from the original image: its width, height, aspect ratio (width / height), bit depth and
-Pillow mode. The pixel summaries are taken from a quarter of the pixels (every other one of every
-other row) when the side is 64 or more: the shares and means barely change, and the work on the
-request path is a quarter (a sum, a dot product, a histogram and two small matrix products on
-64 x 64 values for a 128 px input).
+Pillow mode.
+
+The pixel summaries are taken from :data:`PER_CELL` x :data:`PER_CELL` pixels spread evenly over
+each cell of the grid (every 6th pixel of every 6th row of a 128 px input, centred in the cell):
+400 values, so the per-image mean is within ~0.01 of the whole image's, and every numpy call stays
+under the 500 elements above which numpy releases the GIL. Inputs under 40 px are summarised whole. That is what monitoring cost under
+load: with the API's worker threads all busy, each release hands the GIL to another thread and
+the request waits to get it back. Summarising 4,096 pixels took ~10 such hand-offs per request
+(a copy, a sum, a dot product, a histogram, two matrix products); py-spy of the API at
+concurrency 4 put 7.5% of its threads' samples in monitoring, now 2.7% (docs/measurements.md).
+The histogram is counted in Python (``collections.Counter``) for the same reason: ``np.bincount``
+releases the GIL whatever the size.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,8 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 INTENSITY_BINS = 20  # 0.05 wide: the first bin is near-black, the last near-white
-SAMPLE_STEP = 2  # inputs of 64 px and more are summarised from every 2nd pixel of every 2nd row
 GRID = 4
+PER_CELL = 5  # pixels summarised per grid cell and side: 20 x 20 = 400 (< 500, numpy's size for releasing the GIL)
 FEATURES = ("mean", "std", "near_black", "near_white") + tuple(
     f"cell_{row}{column}" for row in range(GRID) for column in range(GRID))
 # Bits per sample of a Pillow mode (a 12-bit radiograph in a 16-bit PNG counts as 16: its storage).
@@ -52,37 +61,34 @@ class Summary:
         return MODE_BITS.get(self.mode, 0)
 
 
-@functools.lru_cache(maxsize=8)
-def _averaging(side: int) -> np.ndarray:
-    """``(GRID, side)``: row i averages the pixels of the i-th of GRID equal bands (the remainder of
-    a side not divisible by GRID is left out), so ``A @ plane @ B.T`` is the grid of cell means."""
-    cell = side // GRID
-    matrix = np.zeros((GRID, side), dtype=np.float32)
-    for band in range(GRID):
-        matrix[band, band * cell:(band + 1) * cell] = 1.0 / cell
-    matrix.flags.writeable = False
-    return matrix
+@functools.lru_cache(maxsize=16)
+def _positions(band: int) -> slice:
+    """:data:`PER_CELL` evenly spaced, centred positions in a band of a grid cell (all of a band
+    too narrow to leave a pixel between them)."""
+    if band < 2 * PER_CELL:
+        return slice(None)
+    step = band // PER_CELL
+    start = (band - step * (PER_CELL - 1) - 1) // 2
+    return slice(start, start + step * (PER_CELL - 1) + 1, step)
 
 
 def summarize(pixels: np.ndarray, width: int, height: int, mode: str) -> Summary:
     """The summaries of one image: ``pixels`` is the network's input ``(S, S)`` or ``(S, S, 1)``;
     ``width``, ``height`` and ``mode`` describe the image as it was sent (Pillow's size and mode)."""
     plane = pixels.reshape(pixels.shape[0], pixels.shape[1])
-    step = SAMPLE_STEP if min(plane.shape) >= SAMPLE_STEP * 32 else 1
-    sample = np.ascontiguousarray(plane[::step, ::step])
-    flat = sample.ravel()
-    total = float(flat.size)
-    mean = float(flat.sum()) / total
-    # E[x^2] - mean^2 by one dot product: faster than ndarray.std, and exact enough for [0, 1] data.
-    std = max(float(np.dot(flat, flat)) / total - mean * mean, 0.0) ** 0.5
-    bins = np.minimum((flat * INTENSITY_BINS).astype(np.int32), INTENSITY_BINS - 1)
-    intensity = np.bincount(bins, minlength=INTENSITY_BINS)
-    rows, columns = _averaging(sample.shape[0]), _averaging(sample.shape[1])
-    grid = rows @ sample @ columns.T
+    rows, columns = plane.shape[0] // GRID, plane.shape[1] // GRID  # a cell's size; a remainder is left out
+    cells = plane[:rows * GRID, :columns * GRID].reshape(GRID, rows, GRID, columns)  # a view: no copy yet
+    sample = cells[:, _positions(rows), :, _positions(columns)].astype(np.float64)  # 400 values at 128 px
+    total = float(sample.size)
+    mean = float(sample.sum()) / total
+    std = max(float((sample * sample).sum()) / total - mean * mean, 0.0) ** 0.5
+    found = collections.Counter((sample * INTENSITY_BINS).astype(np.intp).ravel().tolist())
+    counts = [found.get(index, 0) for index in range(INTENSITY_BINS)]
+    counts[-1] += found.get(INTENSITY_BINS, 0)  # exactly 1.0: the last bin is closed
     features = np.empty(len(FEATURES))
-    features[:4] = mean, std, intensity[0] / total, intensity[-1] / total
-    features[4:] = grid.ravel()
-    return Summary(features, intensity, int(width), int(height), str(mode))
+    features[:4] = mean, std, counts[0] / total, counts[-1] / total
+    features[4:] = sample.mean(axis=(1, 3)).ravel()  # the grid's cell means
+    return Summary(features, np.array(counts, dtype=np.int64), int(width), int(height), str(mode))
 
 
 class Source(NamedTuple):

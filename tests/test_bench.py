@@ -66,3 +66,27 @@ def test_quick_serving_bench_prints_the_table_for_the_newest_model(tmp_path, gen
     assert f"model {version} (newest testing version)" in notes
     assert ("wrk" if generator == "wrk" else "Python asyncio client") in notes
     assert "target c=4" in notes and "target c=1" in notes and "target monitoring CPU/request" in notes
+
+
+def _rounds(cpu_ms_pairs):
+    from bench.serving import Measure, Paired
+
+    def one(cpu_ms):
+        return Measure(requests=100, seconds=1.0, p50_ms=5.0, p99_ms=9.0, cpu_s=cpu_ms / 10)
+    return Paired([one(off) for off, _ in cpu_ms_pairs], [one(on) for _, on in cpu_ms_pairs])
+
+
+def test_monitorings_cost_is_the_median_paired_ratio_and_its_interval_decides_the_verdict():
+    from bench.serving import median_interval, monitoring_notes
+
+    # The machine's speed drifts between rounds (8 ms, then 6 ms per request) far more than
+    # monitoring costs: pairing each round cancels it.
+    drifting = _rounds([(8.0, 8.16), (6.0, 6.12)] * 6)
+    assert [round(r, 6) for r in drifting.ratios()] == [1.02] * 12
+    assert monitoring_notes({1: drifting}, 0, None)[-1].endswith("c=1 +2.0% (+2.0 to +2.0); met")
+    middle, low, high = median_interval([1.00, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.09, 1.10, 1.12])
+    assert middle == 1.05 and low < middle < high
+    noisy = _rounds([(10.0, 10.0 * r) for r in (0.96, 0.99, 1.01, 1.03, 1.04, 1.045, 1.05, 1.08, 1.10, 1.12)])
+    assert monitoring_notes({1: noisy}, 0, None)[-1].endswith("; not settled")  # median within, interval not
+    costly = _rounds([(10.0, 10.8), (10.0, 10.7), (10.0, 10.9)])
+    assert monitoring_notes({1: drifting, 4: costly}, 0, None)[-1].endswith("; MISSED")

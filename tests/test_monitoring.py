@@ -454,3 +454,36 @@ def test_answers_less_sure_than_the_reference_raise_the_low_confidence_alarm():
         result = verdict(live, reference, settings)
         assert ("low_confidence_excess" in result["drifted"]) is alarm, result["checks"]
         assert result["drifted"] == (["low_confidence_excess"] if alarm else [])
+
+
+def test_the_summaries_of_a_production_size_input_read_few_pixels_and_match_the_whole_image():
+    """At the network's input size (params data.image_size) the summaries read 400 pixels, under
+    the 500 elements above which numpy hands the GIL to the API's other threads (the cost monitoring
+    had under load), spread so that they still describe the whole image."""
+    from core.preprocess import to_array
+    from monitoring.summaries import FEATURES, summarize
+
+    size = load_params()["data"]["image_size"]
+    for image in radiographs(8, size=299):
+        pixels = to_array(image, size)
+        summary = summarize(pixels, *image.size, image.mode)
+        assert summary.intensity.sum() <= 500
+        whole = pixels.reshape(size, size).astype(np.float64)
+        assert abs(summary.features[FEATURES.index("mean")] - whole.mean()) < 0.02
+        assert abs(summary.features[FEATURES.index("std")] - whole.std()) < 0.02
+        cells = whole.reshape(4, size // 4, 4, size // 4).mean(axis=(1, 3)).ravel()
+        assert np.abs(summary.features[4:] - cells).max() < 0.05
+
+
+def test_a_reference_of_the_earlier_summaries_is_refused_by_name_and_its_version_served_unscored(tmp_path):
+    from monitoring.reference import REFERENCE_FILE, ReferenceError, read_reference
+
+    registry = Registry(str(tmp_path / "registry"))
+    version = registry.register({"model.onnx": b"onnx", REFERENCE_FILE: json.dumps({"schema": 1}).encode()},
+                                {"kind": "train", "classes": CLASSES})
+    with pytest.raises(ReferenceError, match="schema 1.*retrain the version"):
+        read_reference(registry, version)
+    monitor = LiveMonitor()
+    monitor.load(registry, "testing", version, CLASSES)
+    answer = monitor.observe(version, np.zeros((128, 128, 1), np.float32), (299, 299, "L"), [0.7, 0.1, 0.1, 0.1])
+    assert answer == {"score": None, "flagged": None} and monitor.snapshot()["stats"]["images"] == 1
