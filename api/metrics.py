@@ -8,7 +8,15 @@ random URLs cannot grow the label set without bound. The model's state is read f
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from api.model_holder import ModelHolder
@@ -68,6 +76,7 @@ class Metrics:
         self.images = Counter("xray_api_images", "Images received by /predict and /predict/batch, by result "
                               "(ok, or the error code).", ["result"], registry=self.registry)
         self.registry.register(ModelCollector(holder))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total: what xray_monitor_cpu_seconds is a share of
 
     def observe_request(self, route: str, status: int, seconds: float, since_arrival: float) -> None:
         self.requests.labels(route, str(status)).inc()

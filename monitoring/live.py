@@ -52,6 +52,7 @@ class LiveMonitor:
         self._lock = threading.Lock()
         self._current: Window | None = None
         self._previous: Window | None = None
+        self.cpu_seconds = 0.0  # CPU the request threads spent in observe(), since the process started
 
     def start(self, version: str, classes: Sequence[str], reference: Reference | None) -> None:
         """A new window for ``version`` (a model was just loaded); the old one is kept for requests
@@ -90,16 +91,18 @@ class LiveMonitor:
         """
         if not self.enabled:
             return dict(UNSCORED)
+        began = time.thread_time()  # this thread's CPU: what monitoring costs, not the GIL waits
         window = self._window(version)
         summary = summarize(pixels, *source)
         reference = window.reference if window is not None else None
         score = reference.score(summary) if reference is not None else None
         flagged = score > self.ood_threshold if score is not None else None
-        if window is not None:
-            with self._lock:
+        with self._lock:
+            if window is not None:
                 window.stats.add_input(summary)
                 window.stats.add_prediction(probabilities, score, bool(flagged))
                 window.last = self.clock()
+            self.cpu_seconds += time.thread_time() - began
         return {"score": round(score, 4), "flagged": flagged} if score is not None else dict(UNSCORED)
 
     def snapshot(self) -> dict | None:
@@ -150,6 +153,9 @@ class MonitorCollector:
                                    labels=["version", "statistic", "bin"])
         started = GaugeMetricFamily("xray_monitor_window_start_seconds", "When the live statistics of the "
                                     "served version started (Unix time).", labels=["version"])
+        cpu = CounterMetricFamily("xray_monitor_cpu_seconds", "CPU time the request threads spent summarising, "
+                                  "scoring and counting images (monitoring's own cost; compare with "
+                                  "process_cpu_seconds_total).", value=self.monitor.cpu_seconds)
         if snapshot is not None:
             version, stats = snapshot["version"], snapshot["stats"]
             scored, flagged = stats["ood"]["scored"], stats["ood"]["flagged"]
@@ -163,7 +169,7 @@ class MonitorCollector:
                     bins.add_metric([version, name, label], count)
             started.add_metric([version], datetime.strptime(snapshot["window"]["started_at"], "%Y-%m-%dT%H:%M:%SZ")
                                .replace(tzinfo=UTC).timestamp())
-        yield from (ood, images, bins, started)
+        yield from (ood, images, bins, started, cpu)
 
 
 def merge_snapshots(snapshots: Sequence[Mapping]) -> dict:

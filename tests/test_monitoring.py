@@ -352,6 +352,18 @@ def test_monitoring_off_leaves_answers_unscored_and_counts_nothing(start):
     assert answer["out_of_distribution"] == {"score": None, "flagged": None}
     live = api.get("/monitoring").json()
     assert live["enabled"] is False and live["stats"]["images"] == 0
+    assert api.metric("xray_monitor_cpu_seconds_total") == 0
+
+
+def test_metrics_show_the_cpu_monitoring_takes_beside_the_processs(start):
+    """Monitoring's own cost, measured where it runs: the request threads' CPU time in observe()."""
+    api = start()
+    assert api.metric("xray_monitor_cpu_seconds_total") == 0
+    send(api, [encode(image) for image in radiographs(32)])
+    spent = api.metric("xray_monitor_cpu_seconds_total")
+    assert 0 < spent < api.metric("process_cpu_seconds_total")
+    api.predict_png(encode(radiographs(1)[0]))
+    assert api.metric("xray_monitor_cpu_seconds_total") > spent
 
 
 def test_a_new_production_model_starts_new_statistics(serve, registry):
