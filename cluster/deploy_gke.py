@@ -75,11 +75,16 @@ def image_of(metadata: Mapping[str, Any], kind: str) -> str | None:
     return images.get(kind) or None
 
 
+def template_patch(version: str, container: str, image: str | None) -> dict:
+    """A pod template's part of a strategic merge patch: the version annotation, and ``container``'s
+    image when there is one (containers merge by name)."""
+    spec = {"spec": {"containers": [{"name": container, "image": image}]}} if image else {}
+    return {"metadata": {"annotations": {VERSION_ANNOTATION: version}}, **spec}
+
+
 def monitor_patch(version: str, image: str) -> dict:
     """The strategic merge patch that points the monitoring CronJob at ``image`` and resumes it."""
-    template = {"metadata": {"annotations": {VERSION_ANNOTATION: version}},
-                "spec": {"containers": [{"name": MONITOR_CONTAINER, "image": image}]}}
-    return {"spec": {"suspend": False, "jobTemplate": {"spec": {"template": template}}}}
+    return {"spec": {"suspend": False, "jobTemplate": {"spec": {"template": template_patch(version, MONITOR_CONTAINER, image)}}}}
 
 
 def point_monitor(version: str, metadata: Mapping[str, Any], namespace: str) -> str:
@@ -102,9 +107,7 @@ def point_monitor(version: str, metadata: Mapping[str, Any], namespace: str) -> 
 
 def rollout_patch(version: str, image: str | None, scale_from_zero: bool) -> dict:
     """The strategic merge patch of the Deployment: one patch, so one new ReplicaSet."""
-    pod_spec: dict[str, Any] = {"containers": [{"name": CONTAINER, "image": image}]} if image else {}
-    template = {"metadata": {"annotations": {VERSION_ANNOTATION: version}}, **({"spec": pod_spec} if pod_spec else {})}
-    return {"spec": {**({"replicas": 1} if scale_from_zero else {}), "template": template}}
+    return {"spec": {**({"replicas": 1} if scale_from_zero else {}), "template": template_patch(version, CONTAINER, image)}}
 
 
 @dataclass
