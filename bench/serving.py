@@ -20,12 +20,13 @@ another process, against the in-process limit on the same bytes.
   by a Python asyncio client in a separate process. Its CPU is read from ``/proc/<pid>/stat``.
 - Monitoring's cost: two API processes, one with monitoring off and one with it on
   (``monitor.enabled``: per-image summaries, the out-of-distribution score, the live statistics).
-  The rows measure each alone, one after the other. The cost is measured with both driven at the
-  same time, in ``bench.monitoring_rounds`` rounds of ``bench.monitoring_round_s``: a shared
-  machine's speed drifts by 10-20% within minutes, more than monitoring costs, and the drift
-  cancels only when both see the same moments. It is the median of the rounds' paired ratios of
-  API CPU per request, with a bootstrap interval. Monitoring's own work (``LiveMonitor.observe``
-  on the bench image) is also timed in-process.
+  The rows measure each alone, one after the other. Then both are driven at the same time, in
+  ``bench.monitoring_rounds`` rounds of ``bench.monitoring_round_s``: a shared machine's speed
+  drifts by 10-20% within minutes, more than monitoring costs, and the drift cancels only when both
+  see the same moments. The verdict is the on API's own account (``xray_monitor_cpu_seconds_total``
+  over the rest of its CPU); the median of the rounds' paired ratios of CPU per request, with a
+  bootstrap interval, cross-checks it. Monitoring's own work (``LiveMonitor.observe`` on the bench
+  image) is also timed in-process.
 """
 
 from __future__ import annotations
@@ -454,10 +455,12 @@ def target_notes(steps: dict[int, tuple[Measure, Measure]]) -> list[str]:
 
 @dataclass
 class Paired:
-    """Monitoring off and on at one concurrency, measured in alternating rounds."""
+    """Monitoring off and on at one concurrency, driven side by side in rounds; ``share``: the part
+    of the on API's CPU its threads spent in monitoring meanwhile (None where /proc cannot tell)."""
 
     off: list[Measure]
     on: list[Measure]
+    share: float | None = None
 
     def ratios(self) -> list[float]:
         """API CPU per request on over off, round by round."""
@@ -477,6 +480,8 @@ def side_by_side(apis: dict[str, tuple[str, int]], body: bytes, concurrency: int
     """``rounds`` rounds at ``concurrency`` per API, the off and the on API driven at the same time
     (each by its own load generator), so that both see the same machine: its speed drifts by
     10-20% within minutes, which one API after the other would measure as monitoring's cost."""
+    on_url, on_pid = apis["true"]
+    spent, process = monitoring_cpu_s(on_url), process_cpu_s(on_pid)
     measured: dict[str, list[Measure]] = {"false": [], "true": []}
     with concurrent.futures.ThreadPoolExecutor(len(MONITORING)) as pool:
         for _ in range(rounds):
@@ -484,7 +489,11 @@ def side_by_side(apis: dict[str, tuple[str, int]], body: bytes, concurrency: int
                        for monitoring, (url, pid) in apis.items()}
             for monitoring, future in running.items():
                 measured[monitoring].append(future.result())
-    return Paired(measured["false"], measured["true"])
+    process_after = process_cpu_s(on_pid)
+    share = None
+    if process is not None and process_after is not None and process_after > process:
+        share = (monitoring_cpu_s(on_url) - spent) / (process_after - process)
+    return Paired(measured["false"], measured["true"], share)
 
 
 def monitoring_cpu_s(url: str) -> float:
@@ -495,17 +504,6 @@ def monitoring_cpu_s(url: str) -> float:
     if not found:
         raise BenchError(f"{url}/metrics has no xray_monitor_cpu_seconds_total")
     return float(found.group(1))
-
-
-def in_api_share(apis: dict[str, tuple[str, int]], measure) -> tuple[Paired, float | None]:
-    """``measure()``'s rounds, and the share of the on API's CPU its threads spent in monitoring meanwhile."""
-    url, pid = apis["true"]
-    monitoring, process = monitoring_cpu_s(url), process_cpu_s(pid)
-    paired = measure()
-    process_after = process_cpu_s(pid)
-    if process is None or process_after is None or process_after <= process:
-        return paired, None
-    return paired, (monitoring_cpu_s(url) - monitoring) / (process_after - process)
 
 
 def observe_cpu_us(model: ServedModel, png: bytes, params: dict) -> float:
@@ -526,8 +524,7 @@ def observe_cpu_us(model: ServedModel, png: bytes, params: dict) -> float:
     return (time.process_time() - began) / OBSERVE_CALLS * 1e6
 
 
-def monitoring_notes(paired: dict[int, Paired], observe_us: float, limit_c1: Measure | None,
-                     shares: dict[int, float | None] | None = None) -> list[str]:
+def monitoring_notes(paired: dict[int, Paired], observe_us: float, limit_c1: Measure | None) -> list[str]:
     """Monitoring's cost at each concurrency, three ways.
 
     The target's verdict is on the cost measured inside the on API: its request threads' CPU in
@@ -542,7 +539,8 @@ def monitoring_notes(paired: dict[int, Paired], observe_us: float, limit_c1: Mea
         notes.append(f"monitoring's own work in-process (LiveMonitor.observe, {OBSERVE_CALLS} calls): "
                      f"{observe_us:.0f} us CPU per image, {observe_us / 1000 / limit_c1.cpu_ms * 100:.1f}% of the "
                      f"limit's {limit_c1.cpu_ms:.2f} ms per request")
-    extra = {c: share / (1 - share) for c, share in (shares or {}).items() if share is not None and share < 1}
+    extra = {c: rounds.share / (1 - rounds.share) for c, rounds in paired.items()
+             if rounds.share is not None and rounds.share < 1}
     if extra:
         worst = max(extra.values())
         notes.append(f"target monitoring CPU/request <= +{TARGET_MONITORING_EXTRA * 100:.0f}%, measured inside the "
@@ -594,10 +592,7 @@ def run(params: dict, quick: bool) -> dict:
                     for monitoring, (url, pid) in apis.items()}
             url, pid = apis["true"]  # the large images with monitoring on, as production serves them
             large_steps = {name: drive(url, body, 1, seconds, pid) for name, body in large.items()}
-            measured = {c: in_api_share(apis, lambda c=c: side_by_side(apis, png, c, rounds, round_s, drive))
-                        for c in concurrencies}
-            paired = {c: rounds_and_share[0] for c, rounds_and_share in measured.items()}
-            shares = {c: rounds_and_share[1] for c, rounds_and_share in measured.items()}
+            paired = {c: side_by_side(apis, png, c, rounds, round_s, drive) for c in concurrencies}
     except ApiProcessError as exc:
         raise BenchError(str(exc)) from exc
     steps = {c: (limits[c], runs["true"][c]) for c in concurrencies}
@@ -621,6 +616,6 @@ def run(params: dict, quick: bool) -> dict:
             + ("; quick mode: the numbers mean nothing" if quick else ""),
             "monitoring on: the API summarises, scores and counts every image (monitor.enabled); off: it does not",
             *target_notes(steps),
-            *monitoring_notes(paired, observe_us, limits.get(1), shares),
+            *monitoring_notes(paired, observe_us, limits.get(1)),
         ],
     }

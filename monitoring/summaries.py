@@ -18,7 +18,7 @@ under the 500 elements above which numpy releases the GIL. Inputs under 40 px ar
 load: with the API's worker threads all busy, each release hands the GIL to another thread and
 the request waits to get it back. Summarising 4,096 pixels took ~10 such hand-offs per request
 (a copy, a sum, a dot product, a histogram, two matrix products); py-spy of the API at
-concurrency 4 put 7.5% of its threads' samples in monitoring, now 2.7% (docs/measurements.md).
+concurrency 4 put 7.5% of its threads' samples in monitoring, now 3.2% (docs/measurements.md).
 The histogram is counted in Python (``collections.Counter``) for the same reason: ``np.bincount``
 releases the GIL whatever the size.
 """

@@ -77,6 +77,8 @@ def _rounds(cpu_ms_pairs):
 
 
 def test_monitorings_cost_is_judged_inside_the_api_and_cross_checked_side_by_side():
+    from dataclasses import replace
+
     from bench.serving import median_interval, monitoring_notes
 
     # The machine's speed drifts between rounds (8 ms, then 6 ms per request) far more than
@@ -91,7 +93,9 @@ def test_monitorings_cost_is_judged_inside_the_api_and_cross_checked_side_by_sid
     costly = _rounds([(10.0, 10.8), (10.0, 10.7), (10.0, 10.9)])
     assert monitoring_notes({1: drifting, 4: costly}, 0, None)[-1].endswith("; above the target")
     # The verdict: monitoring's share of the on API's CPU (0.04 of it is +4.2% over the rest).
-    [verdict] = [note for note in monitoring_notes({1: drifting}, 0, None, {1: 0.04, 4: 0.045}) if note.startswith("target")]
+    def sharing(*shares):
+        return {c: replace(drifting, share=share) for c, share in zip((1, 4), shares)}
+    [verdict] = [note for note in monitoring_notes(sharing(0.04, 0.045), 0, None) if note.startswith("target")]
     assert verdict.endswith("c=1 +4.2%, c=4 +4.7%; met")
-    [verdict] = [note for note in monitoring_notes({1: drifting}, 0, None, {1: 0.04, 4: 0.06}) if note.startswith("target")]
+    [verdict] = [note for note in monitoring_notes(sharing(0.04, 0.06), 0, None) if note.startswith("target")]
     assert verdict.endswith("c=4 +6.4%; MISSED")
